@@ -1,0 +1,1 @@
+"""Speech recognition core of speechprune: data, features, tokenizer, encoders, training and inference."""

@@ -1,0 +1,79 @@
+"""Lightning data module: manifests -> length-bucketed, padded batches (augmented for training only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import lightning as L
+from torch.utils.data import DataLoader
+
+from asr.augment import AugmentConfig, WaveformAugmenter
+from asr.data.dataset import SpeechDataset, check_audio_files, collate
+from asr.data.manifest import Utterance, read_manifest
+from asr.data.sampler import BucketBatchSampler
+from asr.tokenizer import Tokenizer
+
+
+@dataclass
+class DataConfig:
+    """Where the data is and how it is batched. ``max_duration`` drops overlong training utterances."""
+
+    train_manifests: list[str] = field(default_factory=list)
+    valid_manifest: str = ""
+    max_batch_seconds: float = 100.0
+    max_batch_size: int = 64
+    max_duration: float = 30.0
+    num_workers: int = 1
+    seed: int = 0
+
+
+class SpeechDataModule(L.LightningDataModule):
+    def __init__(
+        self, config: DataConfig, tokenizer: Tokenizer, sample_rate: int, augment: AugmentConfig | None = None
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.sample_rate = sample_rate
+        self.augment = augment
+        self.train_utterances: list[Utterance] = []
+        self.valid_utterances: list[Utterance] = []
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self.train_utterances = [
+                u
+                for manifest in self.config.train_manifests
+                for u in read_manifest(manifest)
+                if u.duration <= self.config.max_duration
+            ]
+            check_audio_files(self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests))
+        if stage in (None, "fit", "validate"):
+            self.valid_utterances = read_manifest(self.config.valid_manifest)
+            check_audio_files(self.valid_utterances, self.config.valid_manifest)
+
+    def _loader(self, utterances: list[Utterance], train: bool) -> DataLoader:
+        augment = WaveformAugmenter(self.augment, self.sample_rate) if (train and self.augment) else None
+        trainer = self.trainer
+        sampler = BucketBatchSampler(
+            [u.duration for u in utterances],
+            max_batch_seconds=self.config.max_batch_seconds,
+            max_batch_size=self.config.max_batch_size,
+            shuffle=train,
+            seed=self.config.seed,
+            num_replicas=trainer.world_size if trainer else 1,
+            rank=trainer.global_rank if trainer else 0,
+        )
+        return DataLoader(
+            SpeechDataset(utterances, self.tokenizer, self.sample_rate, augment),
+            batch_sampler=sampler,
+            collate_fn=collate,
+            num_workers=self.config.num_workers,
+            persistent_workers=self.config.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_utterances, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.valid_utterances, train=False)

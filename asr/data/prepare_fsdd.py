@@ -1,0 +1,137 @@
+"""Build the connected-digit corpus from FSDD: real splits that do not leak, plus synthetic training speech.
+
+Output (under ``out_dir``): ``wav/<split>/*.wav`` at the corpus rate and one manifest per split:
+``train.jsonl`` (real), ``train_tts.jsonl`` (eSpeak NG voices), ``valid.jsonl``, ``test.jsonl`` (real
+recordings of training speakers never used in training) and ``test_speaker.jsonl`` (a speaker never heard
+in training). ``corpus.json`` records the settings; a rerun with the same settings resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio.functional as AF
+from tqdm import tqdm
+
+from asr.audio import audio_duration, load_audio, write_wav
+from asr.data.connected import CompositionConfig, UtterancePlan, plan_split, render, render_plan, stable_seed
+from asr.data.fsdd import DIGIT_WORDS, Recording, SplitRule, list_recordings
+from asr.data.manifest import Utterance, write_manifest
+from asr.errors import SpeechpruneError
+from asr.fileio import write_json
+
+REAL_SPLITS = ("train", "valid", "test", "test_speaker")
+
+
+@dataclass(frozen=True)
+class FsddCorpusConfig:
+    """Sizes and seeds of the corpus; part of ``corpus.json`` so that a resumed build is the same build."""
+
+    sample_rate: int = 8000
+    seed: int = 20240
+    train_count: int = 4000
+    valid_count: int = 300
+    test_count: int = 600
+    test_speaker_count: int = 600
+    tts_count: int = 2000
+    split_rule: SplitRule = field(default_factory=SplitRule)
+    composition: CompositionConfig = field(default_factory=CompositionConfig)
+
+    def count(self, split: str) -> int:
+        return getattr(self, f"{split}_count")
+
+
+def assign_splits(recordings: list[Recording], rule: SplitRule) -> dict[str, list[Recording]]:
+    """Group recordings by the split that owns them; no recording belongs to two splits."""
+    splits: dict[str, list[Recording]] = {name: [] for name in REAL_SPLITS}
+    for recording in recordings:
+        splits[rule.split_of(recording)].append(recording)
+    return splits
+
+
+def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[str, list[UtterancePlan]]:
+    """Plans of every real split, drawn only from that split's recordings."""
+    splits = assign_splits(recordings, config.split_rule)
+    if not splits["test_speaker"]:
+        raise SpeechpruneError(f"held-out speaker {config.split_rule.heldout_speaker!r} has no recordings")
+    return {
+        name: plan_split(splits[name], name, config.count(name), config.seed, config.composition)
+        for name in REAL_SPLITS
+    }
+
+
+def prepare_fsdd_corpus(
+    fsdd_dir: str | os.PathLike, out_dir: str | os.PathLike, config: FsddCorpusConfig, progress: bool = True
+) -> dict[str, Path]:
+    """Build (or resume) the corpus and return the manifest path of every split."""
+    out_dir = Path(out_dir)
+    _check_same_settings(out_dir / "corpus.json", config)
+    plans = plan_corpus(list_recordings(fsdd_dir), config)
+    load_word = lru_cache(maxsize=None)(lambda path: load_audio(path, config.sample_rate).numpy())
+    manifests = {}
+    for split, split_plans in plans.items():
+        utterances = []
+        for plan in tqdm(split_plans, desc=f"corpus {split}", disable=not progress, unit="utt"):
+            path = out_dir / "wav" / split / f"{plan.utterance_id}.wav"
+            if not path.is_file():
+                write_wav(path, render_plan(plan, load_word, config.sample_rate, config.composition),
+                          config.sample_rate)
+            utterances.append(_utterance(path, plan.text, plan.speaker))
+        manifests[split] = out_dir / f"{split}.jsonl"
+        write_manifest(manifests[split], utterances)
+    if config.tts_count > 0:
+        manifests["train_tts"] = out_dir / "train_tts.jsonl"
+        write_manifest(manifests["train_tts"], _synthesize_tts_split(out_dir, config, progress))
+    return manifests
+
+
+def _utterance(path: Path, text: str, speaker: str) -> Utterance:
+    return Utterance(str(path), round(audio_duration(path), 4), text, speaker)
+
+
+def _synthesize_tts_split(out_dir: Path, config: FsddCorpusConfig, progress: bool) -> list[Utterance]:
+    """Connected digits spoken by many eSpeak NG voices at many rates and pitches (training only)."""
+    from asr.data.tts import EspeakSynthesizer, random_voice_settings
+
+    synthesizer = EspeakSynthesizer()
+    rng = random.Random(stable_seed(config.seed, "tts"))
+    composition = config.composition
+    utterances = []
+    for number in tqdm(range(config.tts_count), desc="corpus train_tts", disable=not progress, unit="utt"):
+        length = rng.randint(composition.min_digits, composition.max_digits)
+        digits = [rng.randrange(10) for _ in range(length)]
+        settings = random_voice_settings(rng)
+        edges = (rng.uniform(*composition.edge_seconds), rng.uniform(*composition.edge_seconds))
+        gain_db = rng.uniform(-composition.utterance_level_jitter_db, 0.0)
+        noise_seed = rng.randrange(2**31)
+        text = " ".join(DIGIT_WORDS[d] for d in digits)
+        path = out_dir / "wav" / "train_tts" / f"train_tts_{number:05d}.wav"
+        if not path.is_file():
+            speech = synthesizer.synthesize(text, settings)
+            speech = AF.resample(torch.from_numpy(speech), synthesizer.sample_rate, config.sample_rate).numpy()
+            signal = render([np.asarray(speech)], edges, (0.0,), gain_db, noise_seed, config.sample_rate,
+                            composition)
+            write_wav(path, signal, config.sample_rate)
+        utterances.append(_utterance(path, text, f"tts:{settings.voice}"))
+    return utterances
+
+
+def _check_same_settings(settings_path: Path, config: FsddCorpusConfig) -> None:
+    """Refuse to resume into a folder built with other settings: it would mix two corpora."""
+    wanted = json.loads(json.dumps(asdict(config)))
+    if settings_path.is_file():
+        found = json.loads(settings_path.read_text())
+        if found != wanted:
+            raise SpeechpruneError(
+                f"{settings_path.parent} holds a corpus built with other settings; remove it or choose "
+                "another output folder"
+            )
+    else:
+        write_json(settings_path, wanted)

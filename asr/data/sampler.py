@@ -1,0 +1,72 @@
+"""Length-bucketed dynamic batches: utterances of similar duration together, batches capped in seconds.
+
+Padding an LSTM batch to its longest utterance wastes the time of every shorter one, and fixed batch sizes
+either waste memory on short utterances or overflow it on long ones. Under DDP each rank takes every
+world_size-th batch, and all ranks get the same number of batches (a rank that would run short repeats
+batches) so that no rank waits forever at a collective.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_batch_seconds: float,
+        max_batch_size: int = 128,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        if max_batch_seconds <= 0 or max_batch_size < 1:
+            raise ValueError("max_batch_seconds and max_batch_size must be positive")
+        self.durations = list(durations)
+        self.max_batch_seconds = max_batch_seconds
+        self.max_batch_size = max_batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning each epoch so that every epoch (and every rank alike) draws a new order."""
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        # sort by duration with a little jitter so that bucket membership changes between epochs
+        jitter = torch.rand(len(self.durations), generator=generator) * 0.1 if self.shuffle else None
+        keys = torch.tensor(self.durations) + (jitter if jitter is not None else 0)
+        order = torch.argsort(keys).tolist()
+        batches, current, longest = [], [], 0.0
+        for index in order:
+            duration = self.durations[index]
+            grown = max(longest, duration) * (len(current) + 1)
+            if current and (grown > self.max_batch_seconds or len(current) >= self.max_batch_size):
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(index)
+            longest = max(longest, duration)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self._batches()
+        per_rank = math.ceil(len(batches) / self.num_replicas)
+        padded = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[: per_rank * self.num_replicas]
+        return iter(padded[self.rank :: self.num_replicas])
+
+    def __len__(self) -> int:
+        return math.ceil(len(self._batches()) / self.num_replicas)

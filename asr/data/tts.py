@@ -1,0 +1,224 @@
+"""Synthetic connected-digit speech from eSpeak NG, to widen a corpus of few (all male) speakers.
+
+The engine comes from the ``espeakng-loader`` wheel (library and voice data, no system install) and is
+driven through its C API with ctypes. eSpeak's voices combine with its voice variants (``en-us+f2``):
+tens of male, female and Klatt-synthesised timbres that, with random rate and pitch, give the
+recogniser many more voices than the recorded speakers.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import random
+from dataclasses import dataclass
+
+import numpy as np
+
+from asr.errors import SpeechpruneError
+
+_AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns once the callback has received every sample
+_INITIALIZE_DONT_EXIT = 0x8000  # without it the library calls exit() when its data cannot be read
+_POS_CHARACTER = 1
+_CHARS_UTF8 = 1
+_PARAM_RATE, _PARAM_PITCH, _PARAM_RANGE = 1, 3, 4
+_EE_OK = 0
+_EDGE_SILENCE_S = 0.05
+_SILENCE_LEVEL = 0.003  # of full scale: eSpeak's pauses are near-digital silence, speech is far louder
+
+# Used when the engine cannot be asked: voices of espeak-ng-data/lang/gmw and variants of voices/!v.
+_FALLBACK_VOICES = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc")
+_FALLBACK_VARIANTS = (
+    *(f"m{i}" for i in range(1, 8)),
+    *(f"f{i}" for i in range(1, 6)),
+    "klatt",
+    "klatt2",
+    "klatt3",
+)
+
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+
+
+class _Voice(ctypes.Structure):
+    """``espeak_VOICE``; ``languages`` is a priority byte followed by the language code."""
+
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("languages", ctypes.c_char_p),
+        ("identifier", ctypes.c_char_p),
+        ("gender", ctypes.c_ubyte),
+        ("age", ctypes.c_ubyte),
+        ("variant", ctypes.c_ubyte),
+        ("xx1", ctypes.c_ubyte),
+        ("score", ctypes.c_int),
+        ("spare", ctypes.c_void_p),
+    ]
+
+
+@dataclass(frozen=True)
+class VoiceSettings:
+    """One synthetic speaker: eSpeak voice (optionally ``+variant``), rate and pitch."""
+
+    voice: str
+    rate_wpm: int
+    pitch: int
+    pitch_range: int
+
+    def __post_init__(self) -> None:
+        # eSpeak silently clamps out-of-range values; refusing them keeps recipes honest.
+        if not self.voice:
+            raise SpeechpruneError("voice settings need an eSpeak voice name, e.g. 'en-us+f2'")
+        for name, value, low, high in (
+            ("rate_wpm", self.rate_wpm, 80, 450),
+            ("pitch", self.pitch, 0, 100),
+            ("pitch_range", self.pitch_range, 0, 100),
+        ):
+            if not low <= value <= high:
+                raise SpeechpruneError(
+                    f"voice setting {name}={value} is outside eSpeak's range {low}..{high}"
+                )
+
+
+class _Engine:
+    """The loaded, initialised library; its state is process-global, so there is one of these."""
+
+    def __init__(self) -> None:
+        try:
+            import espeakng_loader
+        except ImportError as error:
+            raise SpeechpruneError(
+                "speech synthesis needs the espeakng-loader package: pip install espeakng-loader"
+            ) from error
+        try:
+            lib = ctypes.CDLL(espeakng_loader.get_library_path())
+            data_path = espeakng_loader.get_data_path()
+        except (OSError, RuntimeError) as error:
+            raise SpeechpruneError(f"cannot load eSpeak NG from espeakng-loader: {error}") from error
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_ListVoices.argtypes = [ctypes.POINTER(_Voice)]
+        lib.espeak_ListVoices.restype = ctypes.POINTER(ctypes.POINTER(_Voice))
+        lib.espeak_SetSynthCallback.argtypes = [_SynthCallback]
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
+            ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+        ]  # fmt: skip
+        self.sample_rate = lib.espeak_Initialize(
+            _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT
+        )
+        if self.sample_rate <= 0:
+            raise SpeechpruneError(f"eSpeak NG failed to initialise with its data at {data_path}")
+        self.lib = lib
+        self.chunks: list[np.ndarray] = []
+        # The library keeps only a raw pointer to the callback: this reference keeps it from being collected.
+        self._callback = _SynthCallback(self._collect)
+        lib.espeak_SetSynthCallback(self._callback)
+
+    def _collect(self, wav: ctypes._Pointer, count: int, _events: int | None) -> int:
+        if wav and count > 0:  # the final call carries no samples
+            self.chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).copy())  # the buffer is reused
+        return 0  # 0 asks the engine to go on
+
+    def list_voices(self, spec: _Voice | None) -> list[_Voice]:
+        found = self.lib.espeak_ListVoices(ctypes.byref(spec) if spec is not None else None)
+        voices = []
+        while found[len(voices)]:
+            voices.append(found[len(voices)].contents)
+        return voices
+
+
+@functools.cache
+def _engine() -> _Engine:
+    return _Engine()
+
+
+@functools.cache
+def _discovered_voice_variants() -> tuple[str, ...]:
+    try:
+        engine = _engine()
+    except SpeechpruneError:
+        voices, variants = _FALLBACK_VOICES, _FALLBACK_VARIANTS
+    else:
+        # Without a spec the engine lists every language voice; the spec "variant" lists voices/!v.
+        languages = (voice.languages[1:].decode() for voice in engine.list_voices(None))
+        codes = sorted({code for code in languages if code == "en" or code.startswith("en-")})
+        # a language code is not always a voice name ("en-gb" is listed, but its voice is called "en")
+        voices = tuple(code for code in codes if engine.lib.espeak_SetVoiceByName(code.encode()) == _EE_OK)
+        variants = tuple(
+            voice.identifier.decode().removeprefix("!v/")
+            for voice in engine.list_voices(_Voice(languages=b"variant"))
+        )
+        if not voices or not variants:
+            voices, variants = _FALLBACK_VOICES, _FALLBACK_VARIANTS
+    return (*voices, *(f"{voice}+{variant}" for voice in voices for variant in variants))
+
+
+def english_voice_variants() -> list[str]:
+    """English voices alone and with every variant (male, female, Klatt, ...), as eSpeak voice names.
+
+    Asked from the shipped voice data so new eSpeak releases add voices; a fixed list stands in when the
+    engine cannot be loaded, so that settings can still be drawn.
+    """
+    return list(_discovered_voice_variants())
+
+
+def random_voice_settings(rng: random.Random) -> VoiceSettings:
+    """Draws one synthetic speaker; the ranges stay within what still sounds like careful digit reading."""
+    return VoiceSettings(
+        voice=rng.choice(_discovered_voice_variants()),
+        rate_wpm=rng.randint(110, 260),
+        pitch=rng.randint(20, 80),
+        pitch_range=rng.randint(20, 90),
+    )
+
+
+def _trim_edges(signal: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Leaves ``_EDGE_SILENCE_S`` around the speech, like a clip cut from a recording, padding if short."""
+    loud = np.flatnonzero(np.abs(signal) > _SILENCE_LEVEL)
+    if loud.size == 0:
+        return signal[:0]
+    margin = round(_EDGE_SILENCE_S * sample_rate)
+    padded = np.pad(signal, margin)
+    return padded[loud[0] : loud[-1] + 1 + 2 * margin]
+
+
+class EspeakSynthesizer:
+    """Thread-unsafe wrapper: libespeak-ng keeps global state, so one instance per process.
+
+    Instances share the one loaded engine, so creating several in a process is harmless, but they must not
+    synthesise concurrently. Forked worker processes each get their own copy of the engine.
+    """
+
+    def __init__(self) -> None:
+        self._engine = _engine()
+
+    @property
+    def sample_rate(self) -> int:
+        """The engine's native rate (22050 Hz); callers resample to the corpus rate."""
+        return self._engine.sample_rate
+
+    def synthesize(self, text: str, settings: VoiceSettings) -> np.ndarray:
+        """Float32 mono speech in [-1, 1] at ``sample_rate``, with about 50 ms of silence at each end."""
+        lib = self._engine.lib
+        if lib.espeak_SetVoiceByName(settings.voice.encode()) != _EE_OK:
+            raise SpeechpruneError(f"eSpeak NG has no voice {settings.voice!r}")
+        # Set on every call: they persist in the global engine. Pitch is relative to the variant's base pitch.
+        for parameter, value in (
+            (_PARAM_RATE, settings.rate_wpm),
+            (_PARAM_PITCH, settings.pitch),
+            (_PARAM_RANGE, settings.pitch_range),
+        ):
+            lib.espeak_SetParameter(parameter, value, 0)
+        encoded = text.encode()
+        self._engine.chunks.clear()
+        status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
+        lib.espeak_Synchronize()
+        samples = np.concatenate(self._engine.chunks) if self._engine.chunks else np.zeros(0, np.int16)
+        self._engine.chunks.clear()
+        if status != _EE_OK:
+            raise SpeechpruneError(f"eSpeak NG failed to synthesise {text!r} (error {status})")
+        speech = _trim_edges(samples.astype(np.float32) / 32768.0, self.sample_rate)
+        if speech.size == 0:
+            raise SpeechpruneError(f"eSpeak NG produced no audible speech for {text!r}")
+        return speech

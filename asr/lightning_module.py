@@ -1,0 +1,170 @@
+"""Lightning training of a CTC recognizer, with a hook through which pruning adds loss terms."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from asr.augment import AugmentConfig, SpectrumAugmenter
+from asr.checkpoint import CHECKPOINT_KEY, load_model, model_description
+from asr.data.dataset import Batch
+from asr.features import FeatureConfig
+from asr.metrics import ErrorCounts, error_counts
+from asr.models.lstm_ctc import EncoderConfig
+from asr.recognizer import SpeechRecognizer
+from asr.tokenizer import Tokenizer
+from decoding.greedy import greedy_decode
+
+LossTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""An extra loss: (log_probs (batch, frames, vocab), valid frame lengths) -> scalar, already weighted."""
+
+
+@dataclass
+class OptimConfig:
+    """AdamW with linear warm-up then cosine decay to ``final_lr_fraction`` x lr, stepped per batch."""
+
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_fraction: float = 0.05
+    final_lr_fraction: float = 0.02
+
+
+def mean_frame_entropy(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Mean Shannon entropy (nats) of the per-frame output distribution over valid frames.
+
+    Logged every validation because it is what pruning flattens and what drives beam-search cost.
+    """
+    mask = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths[:, None]
+    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
+    return (entropy * mask).sum() / mask.sum().clamp(min=1)
+
+
+class CTCModule(L.LightningModule):
+    """CTC loss on a :class:`SpeechRecognizer`; greedy-decoded WER/CER (jiwer) every validation.
+
+    ``loss_terms`` is the extension point for training-time regularizers (the entropy regularizer of
+    decoder-aware pruning, VIBNet's KL term): each is added to the CTC loss and logged under its name.
+    """
+
+    def __init__(
+        self,
+        features: dict[str, Any],
+        model: dict[str, Any],
+        optim: dict[str, Any] | None = None,
+        augment: dict[str, Any] | None = None,
+        tokenizer: Tokenizer | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["tokenizer"])
+        if tokenizer is None:
+            raise ValueError("CTCModule needs a tokenizer (its model travels inside every checkpoint)")
+        self.tokenizer = tokenizer
+        self.recognizer = SpeechRecognizer(FeatureConfig(**features), EncoderConfig(**model))
+        self.optim_config = OptimConfig(**(optim or {}))
+        self.spectrum_augmenter = SpectrumAugmenter(AugmentConfig(**augment)) if augment else None
+        self.loss_terms: dict[str, LossTerm] = {}
+        self._validation_counts = ErrorCounts()
+        self._validation_entropy: list[torch.Tensor] = []
+
+    @classmethod
+    def from_model_file(cls, path: str | os.PathLike, optim: dict | None = None,
+                        augment: dict | None = None) -> CTCModule:
+        """Start training (fine-tuning, pruning) from a saved model file or checkpoint of any shape."""
+        loaded = load_model(path)
+        module = cls(
+            features=asdict(loaded.recognizer.features.config),
+            model=loaded.recognizer.encoder.config.to_dict(),
+            optim=optim,
+            augment=augment,
+            tokenizer=loaded.tokenizer,
+        )
+        module.recognizer.load_state_dict(loaded.recognizer.state_dict())
+        return module
+
+    def add_loss_term(self, name: str, term: LossTerm) -> None:
+        """Register an extra training loss (e.g. λ x output entropy); logged as ``train_<name>``."""
+        self.loss_terms[name] = term
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.recognizer(waveforms, lengths)
+
+    def _encode(self, batch: Batch, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        warp = None
+        if augment and self.spectrum_augmenter is not None:
+            warp = self.spectrum_augmenter.warp_factors(batch.waveforms.shape[0]).to(batch.waveforms.device)
+        features, lengths = self.recognizer.features(batch.waveforms, batch.waveform_lengths, warp)
+        if augment and self.spectrum_augmenter is not None:
+            features = self.spectrum_augmenter(features)
+        return self.recognizer.encoder(features, lengths)
+
+    def _ctc_loss(self, log_probs: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> torch.Tensor:
+        return F.ctc_loss(
+            log_probs.transpose(0, 1),
+            batch.targets,
+            lengths,
+            batch.target_lengths,
+            blank=self.tokenizer.blank_id,
+            reduction="mean",
+            zero_infinity=True,
+        )
+
+    def training_step(self, batch: Batch, batch_index: int) -> torch.Tensor:
+        log_probs, lengths = self._encode(batch, augment=True)
+        ctc = self._ctc_loss(log_probs, lengths, batch)
+        loss = ctc
+        batch_size = len(batch.indices)
+        for name, term in self.loss_terms.items():
+            value = term(log_probs, lengths)
+            self.log(f"train_{name}", value, batch_size=batch_size)
+            loss = loss + value
+        self.log("train_ctc", ctc, prog_bar=True, batch_size=batch_size)
+        self.log("train_loss", loss, batch_size=batch_size)
+        return loss
+
+    def validation_step(self, batch: Batch, batch_index: int) -> None:
+        log_probs, lengths = self._encode(batch, augment=False)
+        self.log("val_loss", self._ctc_loss(log_probs, lengths, batch), batch_size=len(batch.indices),
+                 sync_dist=True)
+        hypotheses = [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, self.tokenizer.blank_id)]
+        references = [self.tokenizer.decode(t[:n].tolist()) for t, n in zip(batch.targets, batch.target_lengths,
+                                                                            strict=True)]
+        self._validation_counts += error_counts(references, hypotheses)
+        self._validation_entropy.append(mean_frame_entropy(log_probs, lengths).detach())
+
+    def on_validation_epoch_end(self) -> None:
+        counts = self._validation_counts
+        totals = torch.tensor([counts.word_errors, counts.words, counts.char_errors, counts.chars],
+                              dtype=torch.float64, device=self.device)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # exact WER across DDP ranks
+        entropy = torch.stack(self._validation_entropy).mean() if self._validation_entropy else torch.tensor(0.0)
+        self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=False)
+        self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=False)
+        self.log("val_entropy", entropy, sync_dist=True)
+        self._validation_counts = ErrorCounts()
+        self._validation_entropy = []
+
+    def configure_optimizers(self) -> dict:
+        config = self.optim_config
+        optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        total = max(int(self.trainer.estimated_stepping_batches), 1)
+        warmup = max(int(total * config.warmup_fraction), 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            progress = min((step - warmup) / max(total - warmup, 1), 1.0)
+            return config.final_lr_fraction + (1 - config.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Store the live model description: after pruning, widths differ from the constructor's."""
+        checkpoint[CHECKPOINT_KEY] = model_description(self.recognizer, self.tokenizer)

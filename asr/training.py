@@ -1,0 +1,88 @@
+"""Run a training job from a config: seed, data, model, Lightning trainer, checkpoints, resume, export."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+
+from asr.augment import AugmentConfig
+from asr.checkpoint import save_model
+from asr.config import build_section
+from asr.data.datamodule import DataConfig, SpeechDataModule
+from asr.features import FeatureConfig
+from asr.fileio import write_json
+from asr.lightning_module import CTCModule, OptimConfig
+from asr.models.lstm_ctc import EncoderConfig, count_parameters
+from asr.tokenizer import Tokenizer
+
+BEST_MODEL_NAME = "model.pt"
+
+
+def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
+    """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the best model.
+
+    Returns the path of the exported compact model file.
+    """
+    exp_dir = Path(exp_dir)
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    tokenizer = Tokenizer.load(config.get("tokenizer", {}).get("path", ""))
+    features = build_section(config, "features", FeatureConfig)
+    encoder = build_section(config, "model", EncoderConfig, input_dim=features.n_mels, vocab_size=tokenizer.vocab_size)
+    optim = build_section(config, "optim", OptimConfig)
+    augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
+    data = build_section(config, "data", DataConfig)
+
+    module = CTCModule(
+        features=asdict(features),
+        model=encoder.to_dict(),
+        optim=asdict(optim),
+        augment=asdict(augment) if augment else None,
+        tokenizer=tokenizer,
+    )
+    datamodule = SpeechDataModule(data, tokenizer, features.sample_rate, augment)
+    checkpoints = ModelCheckpoint(
+        dirpath=exp_dir / "checkpoints",
+        filename="epoch{epoch:03d}-wer{val_wer:.4f}",
+        auto_insert_metric_name=False,
+        monitor="val_wer",
+        mode="min",
+        save_top_k=1,
+        save_last=True,
+    )
+    trainer = L.Trainer(
+        default_root_dir=exp_dir,
+        logger=CSVLogger(exp_dir, name="logs"),
+        callbacks=[checkpoints, LearningRateMonitor("step")],
+        use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
+        **(config.get("trainer") or {}),
+    )
+    last = exp_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if last.is_file() else None
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    elapsed = time.perf_counter() - started
+
+    exported = exp_dir / BEST_MODEL_NAME
+    if trainer.is_global_zero:
+        best = checkpoints.best_model_path or str(last)
+        best_module = CTCModule.from_model_file(best)
+        summary = {
+            "best_checkpoint": best,
+            "best_val_wer": float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
+            "epochs_completed": trainer.current_epoch,
+            "train_seconds_this_run": round(elapsed, 1),
+            "resumed_from": resume_from,
+            "parameters": count_parameters(best_module.recognizer.encoder),
+        }
+        save_model(exported, best_module.recognizer, best_module.tokenizer, metadata=summary)
+        write_json(exp_dir / "train_summary.json", summary)
+    return exported

@@ -1,0 +1,1 @@
+"""Decoder-aware structured pruning (structure surgery, criteria, regularizers, schedules, search)."""
