@@ -52,13 +52,14 @@ def pitch_shift(waveform: torch.Tensor, ratio: Fraction, n_fft: int = 256) -> to
     spectrum = torch.stft(waveform, n_fft, hop_length=hop, window=window, return_complex=True)
     phase_advance = torch.linspace(0, torch.pi * hop, spectrum.shape[-2])[..., None]
     stretched = AF.phase_vocoder(spectrum, float(1 / ratio), phase_advance)
-    longer = torch.istft(stretched, n_fft, hop_length=hop, window=window,
-                         length=int(round(waveform.shape[-1] * float(ratio))))
+    longer = torch.istft(
+        stretched, n_fft, hop_length=hop, window=window, length=int(round(waveform.shape[-1] * float(ratio)))
+    )
     return AF.resample(longer, orig_freq=ratio.numerator, new_freq=ratio.denominator)[: waveform.shape[-1]]
 
 
 def add_noise(waveform: torch.Tensor, snr_db: float) -> torch.Tensor:
-    """Add pink-ish noise (white noise with a first-order low-pass tilt) at ``snr_db`` relative to the signal."""
+    """Add pink-ish noise (white noise with a first-order low-pass tilt) ``snr_db`` below the signal."""
     white = torch.randn_like(waveform)
     tilted = white + torch.cat([white.new_zeros(1), white[:-1]]) * 0.9
     signal_power = waveform.pow(2).mean().clamp(min=1e-10)
@@ -95,7 +96,9 @@ class SpectrumAugmenter(nn.Module):
         super().__init__()
         self.config = config
         self.freq_masking = T.FrequencyMasking(config.freq_mask_width, iid_masks=True)
-        self.time_masking = T.TimeMasking(config.time_mask_width, iid_masks=True, p=config.time_mask_max_ratio)
+        self.time_masking = T.TimeMasking(
+            config.time_mask_width, iid_masks=True, p=config.time_mask_max_ratio
+        )
 
     def warp_factors(self, batch_size: int) -> torch.Tensor | None:
         low, high = self.config.vtlp_range

@@ -72,7 +72,7 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     if CHECKPOINT_KEY in payload:  # Lightning checkpoint
         description = payload[CHECKPOINT_KEY]
         prefix = "recognizer."
-        state_dict = {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+        state_dict = {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
         metadata = {"epoch": payload.get("epoch"), "global_step": payload.get("global_step")}
     elif payload.get("format") == MODEL_FORMAT:
         description, state_dict, metadata = payload, payload["state_dict"], payload.get("metadata", {})

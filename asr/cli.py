@@ -60,7 +60,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     status = 0
     for manifest in args.manifests:
-        result = evaluate_manifest(args.model, manifest, args.out, threads=args.threads, batch_size=args.batch_size)
+        result = evaluate_manifest(
+            args.model, manifest, args.out, threads=args.threads, batch_size=args.batch_size
+        )
         summary = result.summary
         print(
             f"{manifest}: WER {summary['wer'] * 100:.2f}%  CER {summary['cer'] * 100:.2f}%  "
@@ -79,18 +81,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     prepare = commands.add_parser(
-        "prepare-fsdd", help="build the connected-digit corpus from FSDD",
-        description="Join FSDD isolated digits into connected-digit utterances (real splits that do not leak, "
-        "a held-out-speaker test split) plus eSpeak NG synthetic training speech; resumable.")
+        "prepare-fsdd",
+        help="build the connected-digit corpus from FSDD",
+        description="Join FSDD isolated digits into connected-digit utterances (real splits that "
+        "do not leak, "
+        "a held-out-speaker test split) plus eSpeak NG synthetic training speech; resumable.",
+    )
     prepare.add_argument("--fsdd-dir", help="FSDD folder holding recordings/ (default: ../shared/data/fsdd)")
     prepare.add_argument("--download-to", help="download FSDD here if it is found nowhere else")
     prepare.add_argument("--out", required=True, help="output folder for WAVs and manifests")
-    prepare.add_argument("--sample-rate", type=int, default=8000, help="corpus sample rate in Hz (FSDD: 8000)")
+    prepare.add_argument(
+        "--sample-rate", type=int, default=8000, help="corpus sample rate in Hz (FSDD: 8000)"
+    )
     prepare.add_argument("--seed", type=int, default=20240, help="seed of every random draw")
     prepare.add_argument("--train-count", type=int, default=4000, help="real training utterances")
     prepare.add_argument("--valid-count", type=int, default=300, help="validation utterances")
     prepare.add_argument("--test-count", type=int, default=600, help="utterances in each test split")
-    prepare.add_argument("--tts-count", type=int, default=2000, help="synthetic training utterances (0: none)")
+    prepare.add_argument(
+        "--tts-count", type=int, default=2000, help="synthetic training utterances (0: none)"
+    )
     prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
     prepare.set_defaults(handler=_prepare_fsdd)
 
@@ -102,26 +111,43 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer.set_defaults(handler=_train_tokenizer)
 
     train = commands.add_parser(
-        "train", help="train a CTC model with Lightning",
+        "train",
+        help="train a CTC model with Lightning",
         description="Train from a YAML config; resumes from EXP_DIR/checkpoints/last.ckpt if present and "
-        "exports the best checkpoint (by validation WER) to EXP_DIR/model.pt.")
-    train.add_argument("--config", required=True, help="YAML config (sections: data, tokenizer, features, "
-                       "model, augment, optim, trainer)")
+        "exports the best checkpoint (by validation WER) to EXP_DIR/model.pt.",
+    )
+    train.add_argument(
+        "--config",
+        required=True,
+        help="YAML config (sections: data, tokenizer, features, model, augment, optim, trainer)",
+    )
     train.add_argument("--exp-dir", required=True, help="folder for checkpoints, logs and the exported model")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)")
+    train.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)",
+    )
     train.set_defaults(handler=_train)
 
     evaluate = commands.add_parser(
-        "evaluate", help="WER/CER and real-time factor of a model on manifests",
-        description="Greedy-decode every utterance; writes NAME.utterances.csv and NAME.summary.json per manifest. "
-        "Unreadable audio files are reported and skipped (exit status 1).")
+        "evaluate",
+        help="WER/CER and real-time factor of a model on manifests",
+        description="Greedy-decode every utterance; writes NAME.utterances.csv and NAME.summary.json "
+        "per manifest. "
+        "Unreadable audio files are reported and skipped (exit status 1).",
+    )
     evaluate.add_argument("model", help="model.pt or a Lightning .ckpt written by speechprune")
     evaluate.add_argument("manifests", nargs="+", help="JSON-lines manifests to score")
     evaluate.add_argument("--out", required=True, help="folder for the results")
     evaluate.add_argument("--threads", type=int, default=1, help="CPU threads for inference (default: 1)")
-    evaluate.add_argument("--batch-size", type=int, default=1,
-                          help="utterances per forward pass; 1 gives per-utterance latency (default: 1)")
+    evaluate.add_argument(
+        "--batch-size",
+        type=int,
+        default=1,
+        help="utterances per forward pass; 1 gives per-utterance latency (default: 1)",
+    )
     evaluate.set_defaults(handler=_evaluate)
     return parser
 
@@ -149,5 +175,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-

@@ -1,4 +1,4 @@
-"""Score a model on a manifest: per-utterance CSV rows and a summary JSON with WER, CER and real-time factor."""
+"""Score a model on a manifest: per-utterance CSV rows and a summary JSON (WER, CER, real-time factor)."""
 
 from __future__ import annotations
 
@@ -48,8 +48,9 @@ def evaluate_manifest(
     bad_files: list[str] = []
     totals = ErrorCounts()
     _warm_up(transcriber)
-    for start in tqdm(range(0, len(utterances), batch_size), desc=f"evaluate {name}", disable=not progress,
-                      unit="batch"):
+    for start in tqdm(
+        range(0, len(utterances), batch_size), desc=f"evaluate {name}", disable=not progress, unit="batch"
+    ):
         chunk = utterances[start : start + batch_size]
         loaded = []
         for utterance in chunk:
@@ -64,7 +65,9 @@ def evaluate_manifest(
             reference = normalize_text(utterance.text)
             counts = error_counts([reference], [transcript.text])
             totals += counts
-            rows.append(_row(utterance, waveform.shape[0] / transcriber.sample_rate, reference, transcript, counts))
+            rows.append(
+                _row(utterance, waveform.shape[0] / transcriber.sample_rate, reference, transcript, counts)
+            )
 
     out_dir = Path(out_dir)
     rows_path, summary_path = out_dir / f"{name}.utterances.csv", out_dir / f"{name}.summary.json"

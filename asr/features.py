@@ -27,7 +27,9 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if self.normalization not in ("utterance", "none"):
-            raise ValueError(f"features.normalization must be 'utterance' or 'none', not {self.normalization!r}")
+            raise ValueError(
+                f"features.normalization must be 'utterance' or 'none', not {self.normalization!r}"
+            )
 
     @property
     def hop_length(self) -> int:
@@ -48,8 +50,14 @@ class LogMelFrontend(nn.Module):
     def __init__(self, config: FeatureConfig) -> None:
         super().__init__()
         self.config = config
+        # center=False: every valid frame sees only the utterance's own samples, so an utterance gets the
+        # same features alone or padded in a batch (centered frames would reflect real audio vs. padding)
         self.spectrogram = T.Spectrogram(
-            n_fft=config.n_fft, win_length=config.win_length, hop_length=config.hop_length, power=2.0
+            n_fft=config.n_fft,
+            win_length=config.win_length,
+            hop_length=config.hop_length,
+            power=2.0,
+            center=False,
         )
         self.mel_scale = T.MelScale(
             n_mels=config.n_mels,
@@ -60,12 +68,17 @@ class LogMelFrontend(nn.Module):
         )
 
     def frame_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
-        """Frames produced for each waveform length (centered STFT)."""
-        return torch.div(sample_lengths, self.config.hop_length, rounding_mode="floor") + 1
+        """Frames whose whole analysis span lies inside the waveform (at least one per utterance)."""
+        inside = (
+            torch.div(sample_lengths - self.config.n_fft, self.config.hop_length, rounding_mode="floor") + 1
+        )
+        return inside.clamp(min=1)
 
     def forward(
         self, waveforms: torch.Tensor, sample_lengths: torch.Tensor, warp_factors: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if waveforms.shape[1] < self.config.n_fft:  # shorter than one analysis span: pad to one frame
+            waveforms = torch.nn.functional.pad(waveforms, (0, self.config.n_fft - waveforms.shape[1]))
         power = self.spectrogram(waveforms)  # (batch, freq, frames)
         if warp_factors is not None:
             power = vtlp_warp(power, warp_factors)

@@ -20,6 +20,7 @@ from asr.metrics import ErrorCounts, error_counts
 from asr.models.lstm_ctc import EncoderConfig
 from asr.recognizer import SpeechRecognizer
 from asr.tokenizer import Tokenizer
+from decoding.entropy import mean_frame_entropy
 from decoding.greedy import greedy_decode
 
 LossTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -34,16 +35,6 @@ class OptimConfig:
     weight_decay: float = 1e-2
     warmup_fraction: float = 0.05
     final_lr_fraction: float = 0.02
-
-
-def mean_frame_entropy(log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Mean Shannon entropy (nats) of the per-frame output distribution over valid frames.
-
-    Logged every validation because it is what pruning flattens and what drives beam-search cost.
-    """
-    mask = torch.arange(log_probs.shape[1], device=log_probs.device)[None, :] < lengths[:, None]
-    entropy = -(log_probs.exp() * log_probs).sum(dim=-1)
-    return (entropy * mask).sum() / mask.sum().clamp(min=1)
 
 
 class CTCModule(L.LightningModule):
@@ -74,8 +65,9 @@ class CTCModule(L.LightningModule):
         self._validation_entropy: list[torch.Tensor] = []
 
     @classmethod
-    def from_model_file(cls, path: str | os.PathLike, optim: dict | None = None,
-                        augment: dict | None = None) -> CTCModule:
+    def from_model_file(
+        cls, path: str | os.PathLike, optim: dict | None = None, augment: dict | None = None
+    ) -> CTCModule:
         """Start training (fine-tuning, pruning) from a saved model file or checkpoint of any shape."""
         loaded = load_model(path)
         module = cls(
@@ -130,20 +122,33 @@ class CTCModule(L.LightningModule):
 
     def validation_step(self, batch: Batch, batch_index: int) -> None:
         log_probs, lengths = self._encode(batch, augment=False)
-        self.log("val_loss", self._ctc_loss(log_probs, lengths, batch), batch_size=len(batch.indices),
-                 sync_dist=True)
-        hypotheses = [self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, self.tokenizer.blank_id)]
-        references = [self.tokenizer.decode(t[:n].tolist()) for t, n in zip(batch.targets, batch.target_lengths,
-                                                                            strict=True)]
+        self.log(
+            "val_loss",
+            self._ctc_loss(log_probs, lengths, batch),
+            batch_size=len(batch.indices),
+            sync_dist=True,
+        )
+        hypotheses = [
+            self.tokenizer.decode(ids) for ids in greedy_decode(log_probs, lengths, self.tokenizer.blank_id)
+        ]
+        references = [
+            self.tokenizer.decode(t[:n].tolist())
+            for t, n in zip(batch.targets, batch.target_lengths, strict=True)
+        ]
         self._validation_counts += error_counts(references, hypotheses)
         self._validation_entropy.append(mean_frame_entropy(log_probs, lengths).detach())
 
     def on_validation_epoch_end(self) -> None:
         counts = self._validation_counts
-        totals = torch.tensor([counts.word_errors, counts.words, counts.char_errors, counts.chars],
-                              dtype=torch.float64, device=self.device)
+        totals = torch.tensor(
+            [counts.word_errors, counts.words, counts.char_errors, counts.chars],
+            dtype=torch.float64,
+            device=self.device,
+        )
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # exact WER across DDP ranks
-        entropy = torch.stack(self._validation_entropy).mean() if self._validation_entropy else torch.tensor(0.0)
+        entropy = (
+            torch.stack(self._validation_entropy).mean() if self._validation_entropy else torch.tensor(0.0)
+        )
         self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=False)
         self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=False)
         self.log("val_entropy", entropy, sync_dist=True)
@@ -160,7 +165,9 @@ class CTCModule(L.LightningModule):
             if step < warmup:
                 return (step + 1) / warmup
             progress = min((step - warmup) / max(total - warmup, 1), 1.0)
-            return config.final_lr_fraction + (1 - config.final_lr_fraction) * 0.5 * (1 + math.cos(math.pi * progress))
+            return config.final_lr_fraction + (1 - config.final_lr_fraction) * 0.5 * (
+                1 + math.cos(math.pi * progress)
+            )
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

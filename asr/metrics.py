@@ -1,4 +1,4 @@
-"""Word and character error counts through jiwer, kept as counts so that they add up across batches and ranks."""
+"""Word and character error counts through jiwer, kept as counts so they add up across batches and ranks."""
 
 from __future__ import annotations
 

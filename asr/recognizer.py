@@ -16,7 +16,8 @@ class SpeechRecognizer(nn.Module):
         super().__init__()
         if encoder_config.input_dim != feature_config.n_mels:
             raise ValueError(
-                f"model.input_dim ({encoder_config.input_dim}) must equal features.n_mels ({feature_config.n_mels})"
+                f"model.input_dim ({encoder_config.input_dim}) must equal "
+                f"features.n_mels ({feature_config.n_mels})"
             )
         self.features = LogMelFrontend(feature_config)
         self.encoder = LSTMCTCEncoder(encoder_config)

@@ -33,7 +33,9 @@ class Tokenizer:
         self.model_proto = bytes(model_proto)
         self._processor = spm.SentencePieceProcessor(model_proto=self.model_proto)
         if self._processor.id_to_piece(BLANK_ID) != BLANK_PIECE:
-            raise SpeechpruneError(f"tokenizer has no {BLANK_PIECE} at id {BLANK_ID}; train it with speechprune")
+            raise SpeechpruneError(
+                f"tokenizer has no {BLANK_PIECE} at id {BLANK_ID}; train it with speechprune"
+            )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tokenizer:
@@ -66,7 +68,9 @@ class Tokenizer:
         return self._processor.decode([int(i) for i in ids if int(i) != BLANK_ID])
 
 
-def train_tokenizer(texts: Iterable[str], model_type: str = "char", vocab_size: int | None = None) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str], model_type: str = "char", vocab_size: int | None = None
+) -> Tokenizer:
     """Train SentencePiece on transcripts.
 
     ``char`` uses every character seen (vocab_size is ignored); ``unigram`` needs ``vocab_size``, including
@@ -78,7 +82,9 @@ def train_tokenizer(texts: Iterable[str], model_type: str = "char", vocab_size: 
     if not sentences:
         raise SpeechpruneError("no transcripts to train the tokenizer on")
     if model_type == "char":
-        vocab_size = len({c for s in sentences for c in s.replace(" ", "")}) + 3  # + blank, unk, word boundary
+        vocab_size = (
+            len({c for s in sentences for c in s.replace(" ", "")}) + 3
+        )  # + blank, unk, word boundary
     elif vocab_size is None:
         raise SpeechpruneError(f"tokenizer model_type {model_type} needs vocab_size")
     model = io.BytesIO()

@@ -36,7 +36,9 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         torch.set_num_threads(int(config["threads"]))
     tokenizer = Tokenizer.load(config.get("tokenizer", {}).get("path", ""))
     features = build_section(config, "features", FeatureConfig)
-    encoder = build_section(config, "model", EncoderConfig, input_dim=features.n_mels, vocab_size=tokenizer.vocab_size)
+    encoder = build_section(
+        config, "model", EncoderConfig, input_dim=features.n_mels, vocab_size=tokenizer.vocab_size
+    )
     optim = build_section(config, "optim", OptimConfig)
     augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
     data = build_section(config, "data", DataConfig)
@@ -77,12 +79,15 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         best_module = CTCModule.from_model_file(best)
         summary = {
             "best_checkpoint": best,
-            "best_val_wer": float(checkpoints.best_model_score) if checkpoints.best_model_score is not None else None,
+            "best_val_wer": float(checkpoints.best_model_score)
+            if checkpoints.best_model_score is not None
+            else None,
             "epochs_completed": trainer.current_epoch,
             "train_seconds_this_run": round(elapsed, 1),
             "resumed_from": resume_from,
             "parameters": count_parameters(best_module.recognizer.encoder),
         }
         save_model(exported, best_module.recognizer, best_module.tokenizer, metadata=summary)
+        best_module.tokenizer.save(exp_dir / "tokenizer.model")  # also inside model.pt; this copy is for LMs
         write_json(exp_dir / "train_summary.json", summary)
     return exported

@@ -47,7 +47,9 @@ class SpeechDataModule(L.LightningDataModule):
                 for u in read_manifest(manifest)
                 if u.duration <= self.config.max_duration
             ]
-            check_audio_files(self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests))
+            check_audio_files(
+                self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests)
+            )
         if stage in (None, "fit", "validate"):
             self.valid_utterances = read_manifest(self.config.valid_manifest)
             check_audio_files(self.valid_utterances, self.config.valid_manifest)

@@ -81,8 +81,11 @@ def prepare_fsdd_corpus(
         for plan in tqdm(split_plans, desc=f"corpus {split}", disable=not progress, unit="utt"):
             path = out_dir / "wav" / split / f"{plan.utterance_id}.wav"
             if not path.is_file():
-                write_wav(path, render_plan(plan, load_word, config.sample_rate, config.composition),
-                          config.sample_rate)
+                write_wav(
+                    path,
+                    render_plan(plan, load_word, config.sample_rate, config.composition),
+                    config.sample_rate,
+                )
             utterances.append(_utterance(path, plan.text, plan.speaker))
         manifests[split] = out_dir / f"{split}.jsonl"
         write_manifest(manifests[split], utterances)
@@ -115,9 +118,12 @@ def _synthesize_tts_split(out_dir: Path, config: FsddCorpusConfig, progress: boo
         path = out_dir / "wav" / "train_tts" / f"train_tts_{number:05d}.wav"
         if not path.is_file():
             speech = synthesizer.synthesize(text, settings)
-            speech = AF.resample(torch.from_numpy(speech), synthesizer.sample_rate, config.sample_rate).numpy()
-            signal = render([np.asarray(speech)], edges, (0.0,), gain_db, noise_seed, config.sample_rate,
-                            composition)
+            speech = AF.resample(
+                torch.from_numpy(speech), synthesizer.sample_rate, config.sample_rate
+            ).numpy()
+            signal = render(
+                [np.asarray(speech)], edges, (0.0,), gain_db, noise_seed, config.sample_rate, composition
+            )
             write_wav(path, signal, config.sample_rate)
         utterances.append(_utterance(path, text, f"tts:{settings.voice}"))
     return utterances

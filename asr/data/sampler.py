@@ -65,7 +65,9 @@ class BucketBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         batches = self._batches()
         per_rank = math.ceil(len(batches) / self.num_replicas)
-        padded = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[: per_rank * self.num_replicas]
+        padded = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[
+            : per_rank * self.num_replicas
+        ]
         return iter(padded[self.rank :: self.num_replicas])
 
     def __len__(self) -> int:

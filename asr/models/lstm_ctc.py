@@ -28,7 +28,9 @@ class EncoderConfig:
 
     def __post_init__(self) -> None:
         if not self.lstm_hidden or min(self.lstm_hidden) < 1:
-            raise ValueError(f"model.lstm_hidden needs at least one layer of >= 1 unit, got {self.lstm_hidden}")
+            raise ValueError(
+                f"model.lstm_hidden needs at least one layer of >= 1 unit, got {self.lstm_hidden}"
+            )
         if any(c < 1 for c in self.conv_channels):
             raise ValueError(f"model.conv_channels must be positive, got {self.conv_channels}")
 
@@ -80,7 +82,9 @@ class LSTMCTCEncoder(nn.Module):
         self.lstms = nn.ModuleList()
         input_size = self.frontend.output_dim
         for hidden in config.lstm_hidden:
-            self.lstms.append(nn.LSTM(input_size, hidden, batch_first=True, bidirectional=config.bidirectional))
+            self.lstms.append(
+                nn.LSTM(input_size, hidden, batch_first=True, bidirectional=config.bidirectional)
+            )
             input_size = hidden * directions
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(input_size, config.vocab_size)
@@ -89,8 +93,9 @@ class LSTMCTCEncoder(nn.Module):
         hidden, lengths = self.frontend(features, lengths)
         lengths = lengths.clamp(min=1, max=hidden.shape[1])
         for lstm in self.lstms:
-            packed = pack_padded_sequence(self.dropout(hidden), lengths.cpu(), batch_first=True,
-                                          enforce_sorted=False)
+            packed = pack_padded_sequence(
+                self.dropout(hidden), lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
             output, _ = lstm(packed)
             hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=hidden.shape[1])
         logits = self.head(self.dropout(hidden))

@@ -1,0 +1,49 @@
+"""Greedy (best-path) CTC decoding: per-frame argmax, collapse repeats, drop blanks.
+
+It is the cheapest decoder and the one the speech model's validation uses, and it is the reference that
+beam search with beam width 1 and no language model must reproduce.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from decoding._inputs import check_blank_id, check_emissions
+
+
+def greedy_decode_with_timesteps(
+    log_probs: Tensor, lengths: Tensor, blank_id: int = 0
+) -> list[tuple[list[int], list[int]]]:
+    """Decode each utterance and also return the frame at which each emitted token starts.
+
+    The start frame is the first frame of the run of identical argmax labels that produced the token,
+    which is what forced-alignment style consumers (word timings) expect.
+
+    Args:
+        log_probs: (batch, frames, vocab) emissions; any monotone transform of probabilities works.
+        lengths: (batch,) number of valid frames per utterance.
+        blank_id: index of the CTC blank.
+
+    Returns:
+        Per utterance, ``(token_ids, start_frames)`` of equal length.
+    """
+    valid = check_emissions(log_probs, lengths)
+    check_blank_id(blank_id, log_probs.shape[2])
+    best = log_probs.argmax(dim=-1).tolist()
+    decoded = []
+    for path, length in zip(best, valid, strict=True):
+        tokens: list[int] = []
+        starts: list[int] = []
+        previous = blank_id
+        for frame, label in enumerate(path[:length]):
+            if label != previous and label != blank_id:
+                tokens.append(label)
+                starts.append(frame)
+            previous = label
+        decoded.append((tokens, starts))
+    return decoded
+
+
+def greedy_decode(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:
+    """Decode each utterance to token ids by best path (see :func:`greedy_decode_with_timesteps`)."""
+    return [tokens for tokens, _ in greedy_decode_with_timesteps(log_probs, lengths, blank_id)]

@@ -1,0 +1,103 @@
+"""Connected-digit corpus: splits never leak, builds are deterministic and resumable, FSDD is located."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from asr.data.connected import CompositionConfig
+from asr.data.fsdd import SplitRule, list_recordings, locate_fsdd
+from asr.data.manifest import read_manifest
+from asr.data.prepare_fsdd import FsddCorpusConfig, assign_splits, plan_corpus, prepare_fsdd_corpus
+from asr.errors import SpeechpruneError
+
+SMALL = dict(train_count=60, valid_count=12, test_count=12, test_speaker_count=12, tts_count=0)
+
+
+def small_config(**overrides) -> FsddCorpusConfig:
+    return FsddCorpusConfig(**{**SMALL, "split_rule": SplitRule(heldout_speaker="carol"), **overrides})
+
+
+def test_split_rule_follows_fsdd_convention(fake_fsdd):
+    splits = assign_splits(list_recordings(fake_fsdd), SplitRule(heldout_speaker="carol"))
+    assert {r.index for r in splits["test"]} == set(range(5))
+    assert {r.index for r in splits["valid"]} == set(range(5, 10))
+    assert {r.index for r in splits["train"]} == {10, 11}
+    assert {r.speaker for r in splits["test_speaker"]} == {"carol"}
+    assert "carol" not in {r.speaker for r in splits["train"] + splits["valid"] + splits["test"]}
+
+
+def test_planned_utterances_never_reuse_another_splits_recordings(fake_fsdd):
+    plans = plan_corpus(list_recordings(fake_fsdd), small_config())
+    sources = {split: {s for p in split_plans for s in p.sources} for split, split_plans in plans.items()}
+    for held_out in ("valid", "test", "test_speaker"):
+        assert sources["train"].isdisjoint(sources[held_out]), held_out
+    assert sources["valid"].isdisjoint(sources["test"])
+    assert {p.speaker for p in plans["test_speaker"]} == {"carol"}
+    for split_plans in plans.values():
+        for plan in split_plans:
+            assert 1 <= len(plan.digits) <= 7
+            # each word comes from the utterance's own speaker, and its digit matches the file
+            assert all(Path(s).name.split("_")[1] == plan.speaker for s in plan.sources)
+            assert [int(Path(s).name[0]) for s in plan.sources] == list(plan.digits)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {
+        p.relative_to(folder).as_posix(): hashlib.md5(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_build_is_deterministic_and_resumes(fake_fsdd, tmp_path):
+    config = small_config()
+    manifests = prepare_fsdd_corpus(fake_fsdd, tmp_path / "a", config, progress=False)
+    prepare_fsdd_corpus(fake_fsdd, tmp_path / "b", config, progress=False)
+    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+
+    utterances = read_manifest(manifests["train"])
+    assert len(utterances) == 60 and all(u.duration > 0.2 for u in utterances)
+    victim = Path(utterances[3].audio_filepath)
+    original = victim.read_bytes()
+    victim.unlink()  # as if the build had been interrupted
+    prepare_fsdd_corpus(fake_fsdd, tmp_path / "a", config, progress=False)
+    assert victim.read_bytes() == original
+
+    other_seed = prepare_fsdd_corpus(fake_fsdd, tmp_path / "c", small_config(seed=7), progress=False)
+    assert [u.text for u in read_manifest(other_seed["train"])] != [u.text for u in utterances]
+
+
+def test_resuming_with_other_settings_is_refused(fake_fsdd, tmp_path):
+    prepare_fsdd_corpus(fake_fsdd, tmp_path, small_config(), progress=False)
+    with pytest.raises(SpeechpruneError, match="other settings"):
+        prepare_fsdd_corpus(
+            fake_fsdd, tmp_path, small_config(composition=CompositionConfig(max_digits=3)), progress=False
+        )
+
+
+def test_synthetic_speech_goes_to_its_own_training_manifest(fake_fsdd, tmp_path):
+    pytest.importorskip("espeakng_loader", reason="eSpeak NG (espeakng-loader) is not installed")
+    manifests = prepare_fsdd_corpus(fake_fsdd, tmp_path, small_config(tts_count=4), progress=False)
+    synthetic = read_manifest(manifests["train_tts"])
+    assert len(synthetic) == 4 and all(u.speaker.startswith("tts:") for u in synthetic)
+    for split in ("valid", "test", "test_speaker"):  # test splits stay real recordings only
+        assert not any((u.speaker or "").startswith("tts:") for u in read_manifest(manifests[split]))
+
+
+def test_locate_fsdd_prefers_the_named_folder_and_explains_absence(fake_fsdd, tmp_path, monkeypatch):
+    assert locate_fsdd(fake_fsdd) == fake_fsdd
+    assert locate_fsdd(fake_fsdd / "recordings") == fake_fsdd
+    monkeypatch.setattr("asr.data.fsdd.shared_fsdd_fallback", lambda: tmp_path / "nothing")
+    with pytest.raises(SpeechpruneError, match="FSDD not found"):
+        locate_fsdd(tmp_path / "missing")
+
+
+def test_real_fsdd_has_six_speakers_and_a_held_out_one(real_fsdd):
+    recordings = list_recordings(locate_fsdd(None))
+    assert len(recordings) == 3000
+    splits = assign_splits(recordings, SplitRule())
+    assert len({r.speaker for r in splits["train"]}) == 5
+    assert len(splits["test_speaker"]) == 500 and len(splits["test"]) == 250 and len(splits["valid"]) == 250

@@ -1,0 +1,83 @@
+"""Log-mel front end, per-utterance normalization, VTLP, waveform and spectrum augmentation."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import torch
+
+from asr.augment import AugmentConfig, SpectrumAugmenter, WaveformAugmenter, add_noise, pitch_shift
+from asr.features import FeatureConfig, LogMelFrontend, vtlp_warp
+
+
+def _tone(freq: float, seconds: float = 1.0, rate: int = 8000) -> torch.Tensor:
+    return torch.sin(2 * torch.pi * freq * torch.arange(int(rate * seconds)) / rate)
+
+
+def test_frontend_shapes_lengths_and_normalization():
+    frontend = LogMelFrontend(FeatureConfig(n_mels=40))
+    waveforms = torch.stack([_tone(500) + 0.01 * torch.randn(8000), torch.zeros(8000)])
+    waveforms[1, :4000] = _tone(900, 0.5) + 0.05 * torch.randn(4000)
+    features, lengths = frontend(waveforms, torch.tensor([8000, 4000]))
+    assert features.shape == (2, 94, 40)  # (8000 - 512) // 80 + 1 frames lie wholly inside the audio
+    assert lengths.tolist() == [94, 44]
+    valid = features[1, :44]
+    assert torch.allclose(valid.mean(dim=0), torch.zeros(40), atol=1e-3)
+    assert (valid.std(dim=0, unbiased=False) - 1).abs().median() < 1e-2  # bands without variance stay ~0
+    assert torch.all(features[1, 44:] == 0)  # padding stays zero
+
+
+def test_an_utterance_gets_the_same_features_alone_or_padded_in_a_batch():
+    frontend = LogMelFrontend(FeatureConfig(n_mels=40))
+    speech = _tone(700, 0.6) * torch.linspace(0, 1, 4800)
+    alone, _ = frontend(speech[None], torch.tensor([4800]))
+    padded = torch.cat([speech, torch.zeros(3200)])[None]
+    in_batch, _ = frontend(padded, torch.tensor([4800]))
+    assert torch.allclose(alone[0], in_batch[0, : alone.shape[1]], atol=1e-5)
+    assert torch.all(in_batch[0, alone.shape[1] :] == 0)
+
+
+def test_vtlp_identity_and_direction():
+    power = torch.rand(2, 257, 10)
+    assert torch.allclose(vtlp_warp(power, torch.ones(2)), power, atol=1e-5)
+    peak = torch.zeros(1, 257, 1)
+    peak[0, 100, 0] = 1.0
+    assert vtlp_warp(peak, torch.tensor([1.1]))[0, :, 0].argmax() in (109, 110, 111)  # formant moves up
+    assert vtlp_warp(peak, torch.tensor([0.9]))[0, :, 0].argmax() in (89, 90, 91)
+
+
+def test_pitch_shift_keeps_duration_and_moves_pitch():
+    tone = _tone(400)
+    shifted = pitch_shift(tone, Fraction(11, 10))
+    assert shifted.shape == tone.shape
+    spectrum = np.abs(np.fft.rfft(shifted[1000:7000].numpy()))
+    assert abs(np.argmax(spectrum) * 8000 / 6000 - 440) < 10
+
+
+def test_noise_is_added_at_the_requested_snr():
+    torch.manual_seed(0)
+    tone = _tone(300)
+    noisy = add_noise(tone, snr_db=10.0)
+    snr = 10 * torch.log10(tone.pow(2).mean() / (noisy - tone).pow(2).mean())
+    assert abs(float(snr) - 10.0) < 0.5
+
+
+def test_waveform_augmenter_changes_speed_and_signal():
+    torch.manual_seed(0)
+    augmenter = WaveformAugmenter(AugmentConfig(speed_factors=(1.1,), pitch_prob=1.0, noise_prob=1.0), 8000)
+    out = augmenter(_tone(300))
+    assert abs(out.shape[0] - 8000 / 1.1) < 20 and torch.isfinite(out).all()
+
+
+def test_spectrum_augmenter_masks_some_values_only():
+    torch.manual_seed(0)
+    features = torch.randn(4, 120, 40)
+    masked = SpectrumAugmenter(AugmentConfig(time_mask_max_ratio=1.0))(features.clone())
+    changed = (masked != features).float().mean()
+    assert 0.02 < changed < 0.8
+
+
+def test_audio_shorter_than_one_frame_still_gives_one_frame():
+    features, lengths = LogMelFrontend(FeatureConfig(n_mels=40))(torch.randn(1, 100), torch.tensor([100]))
+    assert features.shape == (1, 1, 40) and lengths.tolist() == [1]

@@ -1,0 +1,56 @@
+"""SentencePiece units with the blank at id 0, and jiwer-based error counts."""
+
+from __future__ import annotations
+
+import jiwer
+import pytest
+
+from asr.errors import SpeechpruneError
+from asr.metrics import error_counts
+from asr.tokenizer import BLANK_ID, Tokenizer, train_tokenizer
+
+TEXTS = ["one two three", "zero nine eight seven", "six five four", "one one two", "seven"] * 20
+
+
+def test_char_tokenizer_round_trip_and_blank_convention(tmp_path):
+    tokenizer = train_tokenizer(TEXTS, "char")
+    assert tokenizer.blank_id == BLANK_ID == 0 and tokenizer.pieces[0] == "<blk>"
+    ids = tokenizer.encode("  One TWO ")
+    assert BLANK_ID not in ids
+    assert tokenizer.decode(ids) == "one two"
+    assert tokenizer.decode([0, *ids, 0]) == "one two"  # blanks vanish on decoding
+    tokenizer.save(tmp_path / "units.model")
+    reloaded = Tokenizer.load(tmp_path / "units.model")
+    assert reloaded.pieces == tokenizer.pieces and reloaded.encode("nine") == tokenizer.encode("nine")
+
+
+def test_unigram_tokenizer_learns_longer_units():
+    tokenizer = train_tokenizer(TEXTS, "unigram", vocab_size=22)
+    assert tokenizer.vocab_size == 22 and tokenizer.pieces[0] == "<blk>"
+    assert len(tokenizer.encode("seven three")) < len("seven three")
+    assert tokenizer.decode(tokenizer.encode("seven three")) == "seven three"
+
+
+def test_tokenizer_errors_are_clear(tmp_path):
+    with pytest.raises(SpeechpruneError, match="vocab_size"):
+        train_tokenizer(TEXTS, "unigram")
+    with pytest.raises(SpeechpruneError, match="failed"):
+        train_tokenizer(TEXTS, "unigram", vocab_size=500)
+    with pytest.raises(SpeechpruneError, match="no such tokenizer"):
+        Tokenizer.load(tmp_path / "missing.model")
+
+
+def test_error_counts_agree_with_jiwer_and_add_up():
+    refs = ["one two three", "four five", "six"]
+    hyps = ["one three", "four five six", ""]
+    counts = error_counts(refs, hyps)
+    assert counts.wer == pytest.approx(jiwer.wer(refs, hyps))
+    assert counts.cer == pytest.approx(jiwer.cer(refs, hyps))
+    first, second = error_counts(refs[:1], hyps[:1]), error_counts(refs[1:], hyps[1:])
+    first += second
+    assert (first.word_errors, first.words) == (counts.word_errors, counts.words)
+
+
+def test_empty_reference_counts_insertions():
+    counts = error_counts(["", "one"], ["two three", "one"])
+    assert counts.word_errors == 2 and counts.words == 1
