@@ -1,0 +1,524 @@
+"""Every CTC beam-search decoder the project compares, behind one interface with one set of knobs.
+
+The pruning study asks what a flatter encoder costs the decoder, and the answer must not depend on which
+decoder happened to be measured. So the project's own prefix beam search and the common third-party ones
+(flashlight through torchaudio, ctcdecode, pyctcdecode) are built from the same :class:`DecoderSettings`,
+decode the same emissions, and return the same :class:`BackendResult` per utterance, timed the same way:
+``time.perf_counter`` around the backend's decode call for that one utterance.
+
+Each backend maps the knobs it has an exact equivalent for and refuses the others: a knob that is not at
+its neutral value on a backend without it raises :class:`~asr.errors.SpeechpruneError`, because a silently
+ignored knob would make a comparison quietly unfair. The mappings and the semantic differences that remain
+(what the beam width counts, where the LM is queried) are documented on each backend class.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from asr.errors import SpeechpruneError
+from asr.fileio import atomic_open
+from asr.tokenizer import Tokenizer
+from decoding._inputs import check_emissions
+from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult
+from decoding.lm import LN_10, KenLMLanguageModel
+from decoding.prefix_trie import WORD_BOUNDARY
+from decoding.search_stats import SearchStats
+
+UNK_PIECE = "<unk>"
+# flashlight's threshold is subtracted from the best score; "off" must stay finite there.
+FLASHLIGHT_NO_THRESHOLD = 1e30
+
+
+@dataclass(frozen=True)
+class DecoderSettings(BeamSearchConfig):
+    """The search knobs of :class:`BeamSearchConfig` plus the language model and lexicon files.
+
+    Extending the beam-search config keeps one definition of every knob: the own decoder takes these
+    settings as its config, the other backends translate them. Backends return the best hypothesis
+    only, so ``nbest`` does not change their results.
+
+    Attributes:
+        lm_path: KenLM model (ARPA or binary), e.g. from :func:`decoding.arpa.build_arpa`; None = no LM.
+        lm_unit: what the LM's units are: "word" (whitespace words) or "piece" (the tokenizer's pieces,
+            for lexicon-free decoding).
+        lexicon_path: flashlight lexicon (word, tab, spelling in pieces; see :func:`write_lexicon`); the
+            search is then restricted to its words and the LM must be word-level. None = lexicon-free.
+    """
+
+    lm_path: Path | None = None
+    lm_unit: str = "word"
+    lexicon_path: Path | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("lm_path", "lexicon_path"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if self.lm_unit not in ("word", "piece"):
+            raise ValueError(f"lm_unit must be 'word' or 'piece', got {self.lm_unit!r}")
+        if self.lm_path is None and (self.alpha != 0.0 or self.beta != 0.0):
+            raise ValueError("alpha and beta weight a language model: set lm_path or set them to 0")
+        if self.lexicon_path is not None and self.lm_path is not None and self.lm_unit != "word":
+            raise ValueError("a lexicon constrains words, so its lm_unit must be 'word'")
+
+
+@dataclass(frozen=True)
+class BackendResult:
+    """The best hypothesis of one utterance as a backend returns it.
+
+    Attributes:
+        text: words separated by single spaces (pieces joined at "▁", <unk> shown as "⁇").
+        tokens: token ids, blanks removed and repeats collapsed; None where the backend returns only text
+            (pyctcdecode).
+        timesteps: frame at which each token starts; None where ``tokens`` is None.
+        score: the backend's score of the hypothesis in natural-log units (see each backend for its terms).
+        wall_time_s: seconds of the backend's decode call for this utterance alone.
+        stats: search statistics, reported by the own decoder only.
+    """
+
+    text: str
+    tokens: list[int] | None
+    timesteps: list[int] | None
+    score: float
+    wall_time_s: float
+    stats: SearchStats | None = None
+
+
+def pieces_to_text(pieces: Sequence[str], ids: Iterable[int], blank_id: int = 0) -> str:
+    """Text of token ids: the same words SentencePiece decodes, with whitespace normalized.
+
+    One function for every backend that returns ids, so that their texts compare equal exactly when
+    their words do.
+    """
+    text = "".join(" ⁇ " if pieces[i] == UNK_PIECE else pieces[i] for i in ids if i != blank_id)
+    return " ".join(text.replace(WORD_BOUNDARY, " ").split())
+
+
+def collapse_path(path: Iterable[int], blank_id: int) -> tuple[list[int], list[int]]:
+    """CTC-collapse a frame-level label path into tokens and the frame each token starts at."""
+    tokens: list[int] = []
+    timesteps: list[int] = []
+    previous = blank_id
+    for frame, label in enumerate(path):
+        if label != previous and label != blank_id:
+            tokens.append(label)
+            timesteps.append(frame)
+        previous = label
+    return tokens, timesteps
+
+
+def _require_neutral(backend: str, settings: DecoderSettings, vocab: int, knobs: Iterable[str]) -> None:
+    """Refuse knobs that ``backend`` has no equivalent for unless they are at their neutral value."""
+    neutral = {
+        "cutoff_top_n": (settings.cutoff_top_n >= vocab, f"cutoff_top_n >= the vocabulary size {vocab}"),
+        "cutoff_prob": (settings.cutoff_prob == 1.0, "cutoff_prob=1.0"),
+        "beam_threshold": (
+            settings.beam_threshold is None or math.isinf(settings.beam_threshold),
+            "beam_threshold=None",
+        ),
+        "blank_skip_threshold": (settings.blank_skip_threshold is None, "blank_skip_threshold=None"),
+        "token_min_logp": (settings.token_min_logp is None, "token_min_logp=None"),
+        "beta": (settings.beta == 0.0, "beta=0"),
+        "lexicon_path": (settings.lexicon_path is None, "lexicon_path=None"),
+    }
+    for knob in knobs:
+        ok, advice = neutral[knob]
+        if not ok:
+            raise SpeechpruneError(
+                f"the {backend} decoder has no equivalent of {knob}={getattr(settings, knob)!r}; "
+                f"set {advice} to use it"
+            )
+
+
+class DecoderBackend(ABC):
+    """One decoder library behind the common interface: ``backend(log_probs, lengths)``.
+
+    Subclasses import their library in :meth:`_library` (so that a missing library is reported by name
+    before anything is built), translate the settings in ``__init__``, decode one utterance in
+    :meth:`_search` (the timed part) and turn the raw output into a :class:`BackendResult` in
+    :meth:`_result` (not timed).
+    """
+
+    name: ClassVar[str]
+    install_hint: ClassVar[str]
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        self.pieces = list(pieces)
+        self.settings = settings
+        self.blank_id = settings.blank_id
+        if not 0 <= self.blank_id < len(self.pieces):
+            raise ValueError(f"blank_id must lie in [0, {len(self.pieces)}), got {self.blank_id}")
+
+    @staticmethod
+    @abstractmethod
+    def _library() -> Any:
+        """Import and return the library entry point; raises ImportError (or OSError) if unusable."""
+
+    @classmethod
+    def import_error(cls) -> str | None:
+        """Why the backend's library cannot be used here, or None if it can."""
+        try:
+            cls._library()
+        except (ImportError, OSError, RuntimeError) as error:
+            return f"{type(error).__name__}: {error}"
+        return None
+
+    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[BackendResult]:
+        """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths, one by one."""
+        valid = check_emissions(log_probs, lengths)
+        if log_probs.shape[2] != len(self.pieces):
+            raise ValueError(f"log_probs has vocab {log_probs.shape[2]}, the pieces {len(self.pieces)}")
+        emissions = log_probs.detach().to(device="cpu", dtype=torch.float32)
+        results = []
+        for utterance, length in zip(emissions, valid, strict=True):
+            frames = utterance[:length].contiguous()
+            start = time.perf_counter()
+            raw = self._search(frames)
+            wall_time_s = time.perf_counter() - start
+            results.append(self._result(raw, wall_time_s))
+        return results
+
+    @abstractmethod
+    def _search(self, frames: Tensor) -> Any:
+        """Decode one utterance's contiguous (frames, vocab) float32 emissions; returns the raw output."""
+
+    @abstractmethod
+    def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
+        """The best hypothesis of ``raw`` as a :class:`BackendResult`."""
+
+
+class OwnBackend(DecoderBackend):
+    """The project's prefix beam search (:class:`CTCBeamSearchDecoder`), the only one reporting stats.
+
+    The beam width counts distinct prefixes (alignments ending in blank and in a token share one slot).
+    Score: acoustic log-probability summed over the kept alignments + alpha * LM natural-log probability
+    (``</s>`` included) + beta per word (word LM) or per piece (piece LM).
+    """
+
+    name = "own"
+    install_hint = "it is part of speechprune"
+
+    @staticmethod
+    def _library() -> Any:
+        return CTCBeamSearchDecoder
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        super().__init__(pieces, settings)
+        _require_neutral(self.name, settings, len(self.pieces), ["lexicon_path"])
+        lm = None
+        if settings.lm_path is not None:
+            lm = KenLMLanguageModel(settings.lm_path, word_level=settings.lm_unit == "word")
+        self._decoder = self._library()(settings, lm, self.pieces)
+
+    def _search(self, frames: Tensor) -> DecodeResult:
+        return self._decoder(frames[None], torch.tensor([frames.shape[0]]))[0]
+
+    def _result(self, raw: DecodeResult, wall_time_s: float) -> BackendResult:
+        best = raw.best
+        text = pieces_to_text(self.pieces, best.tokens, self.blank_id)
+        return BackendResult(text, best.tokens, best.timesteps, best.score, wall_time_s, raw.stats)
+
+
+def lexicon_silence(pieces: Sequence[str]) -> str:
+    """The piece flashlight's lexicon decoder treats as silence between words.
+
+    With a standalone "▁" piece (character tokenizers) that is "▁": it is what the model emits between
+    words, and :func:`write_lexicon` leaves it out of the spellings. Without one, "<unk>" stands in: the
+    decoder may then skip an <unk> between words, which the model rarely emits.
+    """
+    for piece in (WORD_BOUNDARY, UNK_PIECE):
+        if piece in pieces:
+            return piece
+    raise SpeechpruneError(f"flashlight's lexicon decoder needs a '{WORD_BOUNDARY}' or '{UNK_PIECE}' piece")
+
+
+def write_lexicon(path: str | Path, words: Iterable[str], tokenizer: Tokenizer) -> Path:
+    """Write a flashlight lexicon spelling each word in the tokenizer's pieces, as the model emits it.
+
+    A leading piece that is the lexicon's silence (:func:`lexicon_silence`) is left out, since the
+    decoder consumes it as the silence between words.
+    """
+    pieces = tokenizer.pieces
+    silence = lexicon_silence(pieces)
+    lines = []
+    for word in sorted(set(words)):
+        spelling = [pieces[i] for i in tokenizer.encode(word)]
+        if UNK_PIECE in spelling or not spelling:
+            raise SpeechpruneError(f"lexicon word {word!r} cannot be spelled in the tokenizer's pieces")
+        if spelling[0] == silence and len(spelling) > 1:
+            spelling = spelling[1:]
+        lines.append(f"{word}\t{' '.join(spelling)}\n")
+    path = Path(path)
+    with atomic_open(path, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+    return path
+
+
+class FlashlightBackend(DecoderBackend):
+    """flashlight's beam search through torchaudio's ``ctc_decoder``, lexicon-free or with a lexicon.
+
+    Mapping: beam_width -> beam_size, cutoff_top_n -> beam_size_token, beam_threshold -> beam_threshold
+    (None -> 1e30), alpha -> lm_weight = alpha * ln 10 (flashlight weights KenLM's log10 scores, the own
+    decoder natural logs), beta -> word_score (lexicon mode; lexicon-free flashlight has no per-unit
+    bonus), ``log_add=True`` so that alignments of a prefix are summed as in prefix beam search.
+
+    Lexicon-free: the LM must be piece-level and is mapped to the pieces through an ``lm_dict`` written
+    from them. The silence token is the blank: flashlight starts every search from its silence token, so
+    a real piece as silence would make a first-frame emission of that piece continue the start state
+    instead of becoming a token (and skip its LM query); with the blank, the start state is exactly the
+    empty prefix. Lexicon mode: silence is :func:`lexicon_silence`.
+
+    Differences that remain: flashlight keeps a prefix ending in blank and in a token as two beam
+    entries, so the same beam width holds fewer distinct prefixes than the own decoder's. The lexicon
+    decoder only spells lexicon words, looks the LM ahead along the lexicon trie (smearing), and returns
+    to the trie root as soon as a word's last piece is read, so that piece cannot be held for a second
+    frame: alignments repeating it must pass through blank or silence, which lowers the scores of
+    such hypotheses (texts are rarely affected because the lexicon still forces the word).
+    Score: flashlight's (acoustic summed over merged alignments + lm_weight * log10 LM + word scores).
+    """
+
+    name = "flashlight"
+    install_hint = "pip install flashlight-text (used through torchaudio's ctc_decoder)"
+
+    @staticmethod
+    def _library() -> Any:
+        from torchaudio.models.decoder import ctc_decoder
+
+        return ctc_decoder
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        super().__init__(pieces, settings)
+        lexicon = settings.lexicon_path
+        unsupported = ["cutoff_prob", "blank_skip_threshold", "token_min_logp"]
+        _require_neutral(self.name, settings, len(self.pieces), unsupported + ([] if lexicon else ["beta"]))
+        if lexicon is None and settings.lm_path is not None and settings.lm_unit != "piece":
+            raise SpeechpruneError(
+                "flashlight's lexicon-free decoder queries its LM with pieces: use a piece-level LM "
+                "(lm_unit='piece') or give a lexicon_path for a word LM"
+            )
+        blank = self.pieces[self.blank_id]
+        threshold = FLASHLIGHT_NO_THRESHOLD
+        if settings.beam_threshold is not None:
+            threshold = min(settings.beam_threshold, FLASHLIGHT_NO_THRESHOLD)
+        with tempfile.TemporaryDirectory() as tmp:
+            lm_dict = None
+            if settings.lm_path is not None and lexicon is None:
+                lm_dict = Path(tmp) / "lm_dict.txt"
+                lm_dict.write_text("".join(piece + "\n" for piece in self.pieces), encoding="utf-8")
+            self._decoder = self._library()(
+                lexicon=None if lexicon is None else str(lexicon),
+                tokens=self.pieces,
+                lm=None if settings.lm_path is None else str(settings.lm_path),
+                lm_dict=None if lm_dict is None else str(lm_dict),
+                nbest=1,
+                beam_size=settings.beam_width,
+                beam_size_token=min(settings.cutoff_top_n, len(self.pieces)),
+                beam_threshold=threshold,
+                lm_weight=settings.alpha * LN_10,
+                word_score=settings.beta,
+                sil_score=0.0,
+                log_add=True,
+                blank_token=blank,
+                sil_token=blank if lexicon is None else lexicon_silence(self.pieces),
+                unk_word=UNK_PIECE,
+            )
+
+    def _search(self, frames: Tensor) -> Any:
+        # torchaudio's decoder.decoder is the flashlight decoder itself: its raw result keeps the label
+        # of every frame, which torchaudio would collapse together with the start and end states.
+        frame_count, vocab = frames.shape
+        return self._decoder.decoder.decode(frames.data_ptr(), frame_count, vocab)[0]
+
+    def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
+        # The path holds one label per frame between the start and the end state.
+        tokens, timesteps = collapse_path(list(raw.tokens)[1:-1], self.blank_id)
+        if self.settings.lexicon_path is None:
+            text = pieces_to_text(self.pieces, tokens, self.blank_id)
+        else:
+            text = " ".join(self._decoder.word_dict.get_entry(word) for word in raw.words if word >= 0)
+        return BackendResult(text, tokens, timesteps, float(raw.score), wall_time_s)
+
+
+def _word_labels(pieces: Sequence[str], blank_id: int, blank_label: str) -> tuple[list[str], bool]:
+    """Labels for decoders that split words at a " " label: "▁" becomes " " when it is a piece of its own
+    and no other piece carries it; returns the labels and whether that was the case."""
+    labels = list(pieces)
+    labels[blank_id] = blank_label
+    glued = any(piece.startswith(WORD_BOUNDARY) and piece != WORD_BOUNDARY for piece in pieces)
+    if WORD_BOUNDARY in pieces and not glued:
+        labels[pieces.index(WORD_BOUNDARY)] = " "
+        return labels, True
+    return labels, False
+
+
+class CTCDecodeBackend(DecoderBackend):
+    """parlance's ``ctcdecode.CTCBeamDecoder`` (used when importable; it must be built from source).
+
+    Mapping, parameter for parameter: labels, model_path = lm_path, alpha, beta, cutoff_top_n,
+    cutoff_prob, beam_width, blank_id, ``log_probs_input=True``, one thread. ctcdecode has no beam
+    threshold, token_min_logp or blank skipping.
+
+    ctcdecode queries a word LM when it meets a " " label, so a word LM needs a standalone "▁" piece (it
+    is given ctcdecode as " "); a piece LM needs single-character pieces (ctcdecode then treats the LM as
+    character-based and queries every label). Its beam width counts prefixes like the own decoder's.
+    Differences: ctcdecode scores no ``</s>``, and with a word LM it only extends prefixes spelling words
+    of the LM's vocabulary. Score: minus ctcdecode's beam score (its negated acoustic log-probability).
+    """
+
+    name = "ctcdecode"
+    install_hint = (
+        "ctcdecode has no usable wheel here (its setup downloads Boost and OpenFST): build it from source "
+        "(https://github.com/parlance/ctcdecode); it is used when importable"
+    )
+
+    @staticmethod
+    def _library() -> Any:
+        from ctcdecode import CTCBeamDecoder
+
+        return CTCBeamDecoder
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        super().__init__(pieces, settings)
+        unsupported = ["beam_threshold", "blank_skip_threshold", "token_min_logp", "lexicon_path"]
+        _require_neutral(self.name, settings, len(self.pieces), unsupported)
+        labels = list(self.pieces)
+        if settings.lm_path is not None and settings.lm_unit == "word":
+            labels, spaced = _word_labels(self.pieces, self.blank_id, "_")
+            if not spaced:
+                raise SpeechpruneError(
+                    f"ctcdecode needs a standalone '{WORD_BOUNDARY}' piece and no pieces starting with it "
+                    "to find the words for a word LM"
+                )
+        elif settings.lm_path is not None:
+            specials = {self.blank_id} | {i for i, piece in enumerate(self.pieces) if piece == UNK_PIECE}
+            if any(len(piece) != 1 for i, piece in enumerate(self.pieces) if i not in specials):
+                raise SpeechpruneError("ctcdecode queries a piece LM per label: pieces must be characters")
+        self._decoder = self._library()(
+            labels,
+            model_path=None if settings.lm_path is None else str(settings.lm_path),
+            alpha=settings.alpha,
+            beta=settings.beta,
+            cutoff_top_n=min(settings.cutoff_top_n, len(self.pieces)),
+            cutoff_prob=settings.cutoff_prob,
+            beam_width=settings.beam_width,
+            num_processes=1,
+            blank_id=self.blank_id,
+            log_probs_input=True,
+        )
+
+    def _search(self, frames: Tensor) -> Any:
+        return self._decoder.decode(frames[None], torch.tensor([frames.shape[0]], dtype=torch.int32))
+
+    def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
+        beams, scores, timesteps, lengths = raw
+        length = int(lengths[0, 0])
+        tokens = beams[0, 0, :length].tolist()
+        starts = timesteps[0, 0, :length].tolist()
+        text = pieces_to_text(self.pieces, tokens, self.blank_id)
+        return BackendResult(text, tokens, starts, -float(scores[0, 0]), wall_time_s)
+
+
+class PyCTCDecodeBackend(DecoderBackend):
+    """Kensho's pyctcdecode (``build_ctcdecoder`` + ``decode_beams``), word LMs only.
+
+    Mapping: beam_width, beam_threshold -> beam_prune_logp = -beam_threshold (None -> -inf),
+    token_min_logp (None -> -inf, i.e. every token), alpha, beta, kenlm model = lm_path;
+    ``unk_score_offset=0`` so that out-of-vocabulary words get KenLM's <unk> probability rather than an
+    extra -10 on every partial word the LM does not know (the own decoder has no such penalty);
+    ``lm_score_boundary=True`` (``<s>``/``</s>`` like the own decoder); ``prune_history=False``.
+    Labels: the blank becomes "", a standalone "▁" becomes " " (character tokenizers); otherwise the pieces
+    are passed as they are and pyctcdecode treats them as BPE.
+
+    Differences: pyctcdecode has no top-n or cumulative-probability cutoff and clips log-probabilities
+    at log(1e-15); it keeps a prefix ending in blank and in a token as two beam entries. It returns text
+    only, so ``tokens`` and ``timesteps`` are None. Score: pyctcdecode's combined score (acoustic +
+    alpha * natural-log LM + beta per word).
+    """
+
+    name = "pyctcdecode"
+    install_hint = "pip install pyctcdecode (or pip install 'speechprune[pyctcdecode]')"
+
+    @staticmethod
+    def _library() -> Any:
+        from pyctcdecode import build_ctcdecoder
+
+        return build_ctcdecoder
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        super().__init__(pieces, settings)
+        unsupported = ["cutoff_top_n", "cutoff_prob", "blank_skip_threshold", "lexicon_path"]
+        _require_neutral(self.name, settings, len(self.pieces), unsupported)
+        if settings.lm_path is not None and settings.lm_unit != "word":
+            raise SpeechpruneError("pyctcdecode fuses word LMs only: use lm_unit='word'")
+        labels, _ = _word_labels(self.pieces, self.blank_id, "")
+        self._decoder = self._library()(
+            labels,
+            kenlm_model_path=None if settings.lm_path is None else str(settings.lm_path),
+            alpha=settings.alpha,
+            beta=settings.beta,
+            unk_score_offset=0.0,
+            lm_score_boundary=True,
+        )
+        threshold = settings.beam_threshold
+        self._beam_prune_logp = -math.inf if threshold is None else -threshold
+        self._token_min_logp = -math.inf if settings.token_min_logp is None else settings.token_min_logp
+
+    def _search(self, frames: Tensor) -> Any:
+        beams = self._decoder.decode_beams(
+            frames.numpy(),
+            beam_width=self.settings.beam_width,
+            beam_prune_logp=self._beam_prune_logp,
+            token_min_logp=self._token_min_logp,
+            prune_history=False,
+        )
+        return beams[0]
+
+    def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
+        text, _lm_state, _word_frames, _acoustic, combined = raw
+        return BackendResult(" ".join(text.split()), None, None, float(combined), wall_time_s)
+
+
+_BACKENDS: dict[str, type[DecoderBackend]] = {
+    backend.name: backend for backend in (OwnBackend, FlashlightBackend, CTCDecodeBackend, PyCTCDecodeBackend)
+}
+BACKEND_NAMES = tuple(_BACKENDS)
+
+
+def available_backends() -> list[str]:
+    """Names of the backends whose libraries can be imported here, own first."""
+    return [name for name, backend in _BACKENDS.items() if backend.import_error() is None]
+
+
+def make_decoder(
+    name: str, tokens: Sequence[str] | Tokenizer, settings: DecoderSettings | None = None
+) -> DecoderBackend:
+    """Build backend ``name`` over the vocabulary ``tokens`` (pieces by id, or the tokenizer itself).
+
+    Raises :class:`SpeechpruneError` naming the backend for an unknown or unavailable one (with how to get
+    it), naming the file for a missing LM or lexicon, and naming the knob for a setting the backend
+    cannot honour.
+    """
+    backend = _BACKENDS.get(name)
+    if backend is None:
+        raise SpeechpruneError(f"unknown decoder backend {name!r}; choose one of {', '.join(BACKEND_NAMES)}")
+    reason = backend.import_error()
+    if reason is not None:
+        raise SpeechpruneError(f"decoder backend {name!r} is unavailable ({reason}): {backend.install_hint}")
+    settings = settings if settings is not None else DecoderSettings()
+    for label, path in (("language model", settings.lm_path), ("lexicon", settings.lexicon_path)):
+        if path is not None and not path.is_file():
+            raise SpeechpruneError(f"{path}: no such {label} file")
+    pieces = tokens.pieces if isinstance(tokens, Tokenizer) else list(tokens)
+    return backend(pieces, settings)
