@@ -116,7 +116,7 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "words": totals.words,
         "sentence_error_rate": round(sum(r["word_errors"] > 0 for r in rows) / max(len(rows), 1), 5),
         "audio_seconds": round(audio_seconds, 2),
-        "real_time_factor": round(sum(compute_ms) / 1000 / max(audio_seconds, 1e-9), 5),
+        "real_time_factor": float(f"{sum(compute_ms) / 1000 / max(audio_seconds, 1e-9):.4g}"),
         "encoder_ms_median": round(statistics.median(encoder_ms), 3) if encoder_ms else None,
         "encoder_ms_p90": round(encoder_ms[int(0.9 * (len(encoder_ms) - 1))], 3) if encoder_ms else None,
         "decoder": "greedy",

@@ -149,8 +149,9 @@ class CTCModule(L.LightningModule):
         entropy = (
             torch.stack(self._validation_entropy).mean() if self._validation_entropy else torch.tensor(0.0)
         )
-        self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=False)
-        self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=False)
+        # identical on every rank after the reduce above; sync_dist only satisfies Lightning's DDP check
+        self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=True)
+        self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=True)
         self.log("val_entropy", entropy, sync_dist=True)
         self._validation_counts = ErrorCounts()
         self._validation_entropy = []

@@ -109,7 +109,7 @@ class UtteranceLatency:
             "decoder_ms_median": round(self.decoder.median_ms, 4),
             "decoder_ms_p90": round(self.decoder.p90_ms, 4),
             "end_to_end_ms": round(self.end_to_end_ms, 4),
-            "real_time_factor": round(self.real_time_factor, 6),
+            "real_time_factor": float(f"{self.real_time_factor:.4g}"),  # small RTFs keep their digits
         }
 
 
