@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from asr.errors import SpeechpruneError
 
@@ -55,6 +56,97 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    from asr.config import load_config
+    from pruning.job import prune
+
+    config = load_config(args.config, args.set)
+    snapshots = prune(config, args.model, args.exp_dir)
+    print(f"pruned models: {snapshots}")
+    return 0
+
+
+def _build_lm(args: argparse.Namespace) -> int:
+    from asr.checkpoint import load_model
+    from asr.data.manifest import read_manifest
+    from decoding.arpa import build_arpa
+
+    tokenizer = load_model(args.model).tokenizer if args.model else None
+    texts = [u.text for manifest in args.manifests for u in read_manifest(manifest)]
+    summary = build_arpa(texts, args.order, args.out, unit=args.unit, tokenizer=tokenizer)
+    print(
+        f"{args.out}: {summary.order}-gram {args.unit} LM ({summary.backend}), n-grams {summary.ngram_counts}"
+    )
+    return 0
+
+
+def _tune_decoder(args: argparse.Namespace) -> int:
+    from asr.fileio import write_json
+    from pruning.study import tune_decoders
+
+    tuned = tune_decoders(args.model, args.manifest, beam_width=args.beam_width, limit=args.limit)
+    write_json(args.out, tuned)
+    for backend, settings in tuned["chosen"].items():
+        print(f"{backend}: {settings}")
+    return 0
+
+
+def _study(args: argparse.Namespace) -> int:
+    import json
+
+    from asr.fileio import write_json
+    from pruning.plots import write_report
+    from pruning.study import collect_models, decoder_specs, run_study
+
+    if not args.decoders.is_file():
+        raise SpeechpruneError(f"{args.decoders}: no such decoder settings file (run tune-decoder first)")
+    tuned = json.loads(args.decoders.read_text())["chosen"]
+    if args.wide_threshold == 0:
+        args.wide_threshold = None
+    specs = decoder_specs(tuned, args.lm, args.alpha, args.beta, args.wide_threshold)
+    models = collect_models(args.baseline, args.runs)
+    rows = run_study(
+        models,
+        args.manifest,
+        specs,
+        decode_limit=args.limit,
+        repeats=args.repeats,
+        threads=args.threads,
+        greedy_manifests=args.greedy_manifest,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_json(args.out / "results.json", rows)
+    _write_csv(args.out / "results.csv", rows)
+    for path in write_report(rows, args.out):
+        print(path)
+    return 0
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    from asr.fileio import atomic_open
+
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with atomic_open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _report(args: argparse.Namespace) -> int:
+    import json
+
+    from pruning.plots import write_report
+
+    results = args.run_dir / "results.json"
+    if not results.is_file():
+        raise SpeechpruneError(f"{results}: no study results here (run 'speechprune study' first)")
+    for path in write_report(json.loads(results.read_text()), args.run_dir):
+        print(path)
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from asr.evaluate import evaluate_manifest
 
@@ -74,6 +166,21 @@ def _evaluate(args: argparse.Namespace) -> int:
         if summary["bad_files"]:
             status = 1
     return status
+
+
+def _add_config_options(
+    parser: argparse.ArgumentParser, sections: str, exp_dir_help: str, example: str
+) -> None:
+    """--config, --exp-dir and repeatable --set KEY=VALUE, shared by the config-driven jobs."""
+    parser.add_argument("--config", required=True, help=f"YAML config (sections: {sections})")
+    parser.add_argument("--exp-dir", required=True, help=exp_dir_help)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help=f"override a config value, e.g. --set {example} (repeatable)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,20 +223,95 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train from a YAML config; resumes from EXP_DIR/checkpoints/last.ckpt if present and "
         "exports the best checkpoint (by validation WER) to EXP_DIR/model.pt.",
     )
-    train.add_argument(
-        "--config",
-        required=True,
-        help="YAML config (sections: data, tokenizer, features, model, augment, optim, trainer)",
-    )
-    train.add_argument("--exp-dir", required=True, help="folder for checkpoints, logs and the exported model")
-    train.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config value, e.g. --set trainer.max_epochs=3 (repeatable)",
+    _add_config_options(
+        train,
+        "data, tokenizer, features, model, augment, optim, trainer",
+        "folder for checkpoints, logs and the exported model",
+        "trainer.max_epochs=3",
     )
     train.set_defaults(handler=_train)
+
+    prune = commands.add_parser(
+        "prune",
+        help="structured pruning + fine-tuning of a trained model",
+        description="Prune LSTM units (and conv channels) of MODEL physically, fine-tuning with Lightning "
+        "between pruning events; writes EXP_DIR/snapshots/sparsityNN.pt at every requested sparsity. "
+        "Resumes from EXP_DIR/checkpoints/last.ckpt when rerun.",
+    )
+    prune.add_argument("model", help="the trained model.pt (or speechprune .ckpt) to prune")
+    _add_config_options(
+        prune,
+        "data, augment, optim, trainer, prune, vib, regularizer",
+        "folder for checkpoints, logs and snapshots",
+        "regularizer.weight=1.0",
+    )
+    prune.set_defaults(handler=_prune)
+
+    lm = commands.add_parser(
+        "build-lm",
+        help="n-gram LM (ARPA, modified Kneser-Ney) from manifest transcripts",
+        description="Uses KenLM's lmplz when on PATH, else speechprune's own builder; kenlm and "
+        "flashlight load the result.",
+    )
+    lm.add_argument("manifests", nargs="+", help="manifests whose transcripts train the LM")
+    lm.add_argument("--out", required=True, help="ARPA file to write")
+    lm.add_argument("--order", type=int, default=3, help="n-gram order (default: 3)")
+    lm.add_argument("--unit", choices=("word", "piece"), default="word", help="LM units (default: word)")
+    lm.add_argument("--model", help="model whose tokenizer splits pieces (required for --unit piece)")
+    lm.set_defaults(handler=_build_lm)
+
+    tune = commands.add_parser(
+        "tune-decoder",
+        help="tightest beam-search settings with no WER cost on a validation set",
+        description="Decodes MANIFEST with a grid of beam thresholds and probability cutoffs and keeps, per "
+        "backend (own, flashlight), the smallest search whose WER equals the widest search's.",
+    )
+    tune.add_argument("model", help="the unpruned model (settings are then fixed for all pruned models)")
+    tune.add_argument("manifest", help="validation manifest")
+    tune.add_argument("--out", type=Path, required=True, help="JSON file for the chosen settings and trials")
+    tune.add_argument("--beam-width", type=int, default=16, help="beam width of both decoders (default: 16)")
+    tune.add_argument("--limit", type=int, default=300, help="utterances to decode (default: 300)")
+    tune.set_defaults(handler=_tune_decoder)
+
+    study = commands.add_parser(
+        "study",
+        help="WER, search size and encoder/decoder/end-to-end latency of pruned models",
+        description="Measures the unpruned model and every snapshot of the given pruning runs with every "
+        "decoder configuration; writes results.csv/json, PNG plots and summary.md to --out.",
+    )
+    study.add_argument("--baseline", type=Path, required=True, help="the unpruned model.pt")
+    study.add_argument(
+        "--runs", type=Path, nargs="+", required=True, help="pruning run folders (EXP_DIR of prune)"
+    )
+    study.add_argument("--manifest", type=Path, required=True, help="test manifest (decoded and timed)")
+    study.add_argument(
+        "--greedy-manifest", type=Path, nargs="*", default=[], help="more manifests scored with greedy WER"
+    )
+    study.add_argument("--decoders", type=Path, required=True, help="settings from tune-decoder")
+    study.add_argument("--lm", type=Path, help="piece-level ARPA LM for the +lm decoder configurations")
+    study.add_argument("--alpha", type=float, default=0.5, help="LM weight (default: 0.5)")
+    study.add_argument("--beta", type=float, default=0.0, help="own decoder's bonus per piece (default: 0)")
+    study.add_argument(
+        "--limit", type=int, default=300, help="utterances decoded and timed per model (default: 300)"
+    )
+    study.add_argument("--repeats", type=int, default=3, help="timed runs per utterance (default: 3)")
+    study.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="encoder thread counts")
+    study.add_argument(
+        "--wide-threshold",
+        type=float,
+        default=10.0,
+        help="beam threshold of the extra '-wide' decoder configurations (default: 10; 0 = none)",
+    )
+    study.add_argument("--out", type=Path, required=True, help="output folder")
+    study.set_defaults(handler=_study)
+
+    report = commands.add_parser(
+        "report",
+        help="plots and a Markdown table from a study's results",
+        description="Reads RUN_DIR/results.json and (re)writes the PNG plots and summary.md next to it.",
+    )
+    report.add_argument("run_dir", type=Path, help="the study's --out folder")
+    report.set_defaults(handler=_report)
 
     evaluate = commands.add_parser(
         "evaluate",

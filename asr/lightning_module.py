@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from asr.augment import AugmentConfig, SpectrumAugmenter
-from asr.checkpoint import CHECKPOINT_KEY, load_model, model_description
+from asr.checkpoint import CHECKPOINT_KEY, build_recognizer, load_model, model_description
 from asr.data.dataset import Batch
 from asr.features import FeatureConfig
 from asr.metrics import ErrorCounts, error_counts
@@ -29,12 +29,17 @@ LossTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class OptimConfig:
-    """AdamW with linear warm-up then cosine decay to ``final_lr_fraction`` x lr, stepped per batch."""
+    """AdamW with linear warm-up then cosine decay to ``final_lr_fraction`` x lr, stepped per batch.
+
+    Unit gates (VIBNet) learn at ``gate_lr_multiplier`` x lr without weight decay: they start at 1 and must
+    travel far within a short fine-tuning budget, and decay would pull every gate towards 0 alike.
+    """
 
     lr: float = 2e-3
     weight_decay: float = 1e-2
     warmup_fraction: float = 0.05
     final_lr_fraction: float = 0.02
+    gate_lr_multiplier: float = 10.0
 
 
 class CTCModule(L.LightningModule):
@@ -61,6 +66,9 @@ class CTCModule(L.LightningModule):
         self.optim_config = OptimConfig(**(optim or {}))
         self.spectrum_augmenter = SpectrumAugmenter(AugmentConfig(**augment)) if augment else None
         self.loss_terms: dict[str, LossTerm] = {}
+        # Optimizer steps one warm-up + cosine cycle spans; None = the whole fit. Pruning schedules set it
+        # so that every prune -> fine-tune interval gets a cycle of its own.
+        self.lr_cycle_steps: int | None = None
         self._validation_counts = ErrorCounts()
         self._validation_entropy: list[torch.Tensor] = []
 
@@ -158,11 +166,18 @@ class CTCModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         config = self.optim_config
-        optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        warmup = max(int(total * config.warmup_fraction), 1)
+        named = list(self.named_parameters())
+        gates = [p for n, p in named if ".unit_gates." in n]
+        groups = [{"params": [p for n, p in named if ".unit_gates." not in n]}]
+        if gates:
+            groups.append({"params": gates, "lr": config.lr * config.gate_lr_multiplier, "weight_decay": 0.0})
+        optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
+        fit_steps = max(int(self.trainer.estimated_stepping_batches), 1)
 
         def factor(step: int) -> float:
+            # read at every step: a pruning callback may change the cycle after the scheduler was built
+            total = self.lr_cycle_steps or fit_steps
+            warmup = max(int(total * config.warmup_fraction), 1)
             if step < warmup:
                 return (step + 1) / warmup
             progress = min((step - warmup) / max(total - warmup, 1), 1.0)
@@ -176,3 +191,15 @@ class CTCModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Store the live model description: after pruning, widths differ from the constructor's."""
         checkpoint[CHECKPOINT_KEY] = model_description(self.recognizer, self.tokenizer)
+        checkpoint["lr_cycle_steps"] = self.lr_cycle_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Take the shapes the checkpoint was saved with before Lightning loads its weights.
+
+        Lightning calls this before ``load_state_dict`` and before optimizers are built, so a run resumed
+        after structured pruning continues with the pruned (smaller) layers and their optimizer state.
+        """
+        description = checkpoint.get(CHECKPOINT_KEY)
+        if description is not None and description["encoder"] != self.recognizer.encoder.config.to_dict():
+            self.recognizer = build_recognizer(description).to(self.device)
+        self.lr_cycle_steps = checkpoint.get("lr_cycle_steps")

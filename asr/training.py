@@ -25,6 +25,30 @@ from asr.tokenizer import Tokenizer
 BEST_MODEL_NAME = "model.pt"
 
 
+def build_trainer(
+    config: dict[str, Any], exp_dir: Path, callbacks: list[L.Callback], **overrides: Any
+) -> L.Trainer:
+    """A Lightning trainer logging to ``exp_dir/logs`` (CSV) with the config's ``trainer`` section."""
+    options = {**(config.get("trainer") or {}), **overrides}
+    return L.Trainer(
+        default_root_dir=exp_dir,
+        logger=CSVLogger(exp_dir, name="logs"),
+        callbacks=[*callbacks, LearningRateMonitor("step")],
+        use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
+        **options,
+    )
+
+
+def fit_resuming(
+    trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, exp_dir: Path
+) -> str | None:
+    """``trainer.fit``, resuming from ``exp_dir/checkpoints/last.ckpt`` when an earlier run left one."""
+    last = exp_dir / "checkpoints" / "last.ckpt"
+    resume_from = str(last) if last.is_file() else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    return resume_from
+
+
 def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the best model.
 
@@ -60,22 +84,14 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         save_top_k=1,
         save_last=True,
     )
-    trainer = L.Trainer(
-        default_root_dir=exp_dir,
-        logger=CSVLogger(exp_dir, name="logs"),
-        callbacks=[checkpoints, LearningRateMonitor("step")],
-        use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
-        **(config.get("trainer") or {}),
-    )
-    last = exp_dir / "checkpoints" / "last.ckpt"
-    resume_from = str(last) if last.is_file() else None
+    trainer = build_trainer(config, exp_dir, [checkpoints])
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    resume_from = fit_resuming(trainer, module, datamodule, exp_dir)
     elapsed = time.perf_counter() - started
 
     exported = exp_dir / BEST_MODEL_NAME
     if trainer.is_global_zero:
-        best = checkpoints.best_model_path or str(last)
+        best = checkpoints.best_model_path or str(exp_dir / "checkpoints" / "last.ckpt")
         best_module = CTCModule.from_model_file(best)
         summary = {
             "best_checkpoint": best,

@@ -8,7 +8,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr.data.fsdd import shared_fsdd_fallback
+from asr.cli import main
+from asr.data.connected import CompositionConfig
+from asr.data.fsdd import SplitRule, shared_fsdd_fallback
+from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
 
 SAMPLE_RATE = 8000
 # DTMF-like: each digit is a chord of two tones, which a tiny model can learn to tell apart
@@ -65,3 +68,74 @@ def write_bad_audio_files(folder: Path) -> dict[str, Path]:
     text = folder / "notes.wav"
     text.write_text("this is not audio\n")
     return {"corrupt": corrupt, "empty": empty, "text": text}
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(fake_fsdd, tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("tiny_corpus")
+    config = FsddCorpusConfig(
+        train_count=160,
+        valid_count=16,
+        test_count=12,
+        test_speaker_count=12,
+        tts_count=0,
+        split_rule=SplitRule(heldout_speaker="carol"),
+        composition=CompositionConfig(max_digits=3),
+    )
+    manifests = prepare_fsdd_corpus(fake_fsdd, out, config, progress=False)
+    assert main(["train-tokenizer", str(manifests["train"]), "--out", str(out / "tokenizer.model")]) == 0
+    manifests["tokenizer"] = out / "tokenizer.model"
+    return manifests
+
+
+def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:
+    return {
+        "seed": 3,
+        "data": {
+            "train_manifests": [str(corpus["train"])],
+            "valid_manifest": str(corpus["valid"]),
+            "max_batch_seconds": 8.0,
+            "num_workers": 0,
+        },
+        "tokenizer": {"path": str(corpus["tokenizer"])},
+        "features": {"n_mels": 40},
+        "model": {"conv_channels": [8, 8], "lstm_hidden": [48], "dropout": 0.0},
+        "augment": {"pitch_prob": 0.0, "noise_prob": 0.0, "freq_masks": 0, "time_masks": 0},
+        "optim": {"lr": 0.01, "warmup_fraction": 0.05},
+        "trainer": {
+            "max_epochs": epochs,
+            "accelerator": "cpu",
+            "devices": 1,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "log_every_n_steps": 1,
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def base_model(tiny_corpus, tmp_path_factory) -> Path:
+    """A tiny trained model (one BiLSTM layer of 48 units) to prune."""
+    from asr.training import train
+
+    return train(tiny_config(tiny_corpus, epochs=8), tmp_path_factory.mktemp("base"))
+
+
+def prune_config(corpus: dict[str, Path], **prune_options) -> dict:
+    """Iterative MNP to 50% in two events of 25%, snapshots at both, on the tiny corpus."""
+    config = tiny_config(corpus, epochs=1)
+    config["trainer"].pop("max_epochs")
+    config["optim"] = {"lr": 0.005, "warmup_fraction": 0.1}
+    config["prune"] = {
+        "criterion": "mnp",
+        "schedule": {
+            "kind": "iterative",
+            "target": 0.5,
+            "step": 0.25,
+            "epochs_between": 1,
+            "final_epochs": 1,
+        },
+        "snapshots": [0.25, 0.5],
+        **prune_options,
+    }
+    return config

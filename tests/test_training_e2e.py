@@ -16,59 +16,13 @@ import torch
 from asr.audio import load_audio
 from asr.checkpoint import load_model
 from asr.cli import main
-from asr.data.connected import CompositionConfig
-from asr.data.fsdd import SplitRule
 from asr.data.manifest import Utterance, read_manifest, write_manifest
-from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
 from asr.inference import Transcriber
 from asr.metrics import error_counts
 from asr.training import train
-from tests.conftest import write_bad_audio_files
+from tests.conftest import tiny_config, write_bad_audio_files
 
 EPOCHS = 20
-
-
-@pytest.fixture(scope="module")
-def tiny_corpus(fake_fsdd, tmp_path_factory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("tiny_corpus")
-    config = FsddCorpusConfig(
-        train_count=160,
-        valid_count=16,
-        test_count=12,
-        test_speaker_count=12,
-        tts_count=0,
-        split_rule=SplitRule(heldout_speaker="carol"),
-        composition=CompositionConfig(max_digits=3),
-    )
-    manifests = prepare_fsdd_corpus(fake_fsdd, out, config, progress=False)
-    assert main(["train-tokenizer", str(manifests["train"]), "--out", str(out / "tokenizer.model")]) == 0
-    manifests["tokenizer"] = out / "tokenizer.model"
-    return manifests
-
-
-def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:
-    return {
-        "seed": 3,
-        "data": {
-            "train_manifests": [str(corpus["train"])],
-            "valid_manifest": str(corpus["valid"]),
-            "max_batch_seconds": 8.0,
-            "num_workers": 0,
-        },
-        "tokenizer": {"path": str(corpus["tokenizer"])},
-        "features": {"n_mels": 40},
-        "model": {"conv_channels": [8, 8], "lstm_hidden": [48], "dropout": 0.0},
-        "augment": {"pitch_prob": 0.0, "noise_prob": 0.0, "freq_masks": 0, "time_masks": 0},
-        "optim": {"lr": 0.01, "warmup_fraction": 0.05},
-        "trainer": {
-            "max_epochs": epochs,
-            "accelerator": "cpu",
-            "devices": 1,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "log_every_n_steps": 1,
-        },
-    }
 
 
 @pytest.fixture(scope="module")

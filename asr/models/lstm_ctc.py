@@ -7,11 +7,16 @@ rebuilt from its checkpoint alone.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from asr.models.gates import InformationBottleneckGate
+
+UNIT_GATES = {"none", "vib"}
 
 
 @dataclass
@@ -25,6 +30,7 @@ class EncoderConfig:
     lstm_hidden: list[int] = field(default_factory=lambda: [256, 256, 256])
     bidirectional: bool = True
     dropout: float = 0.15
+    unit_gates: str = "none"  # "vib": a variational information-bottleneck gate on every LSTM unit
 
     def __post_init__(self) -> None:
         if not self.lstm_hidden or min(self.lstm_hidden) < 1:
@@ -33,6 +39,8 @@ class EncoderConfig:
             )
         if any(c < 1 for c in self.conv_channels):
             raise ValueError(f"model.conv_channels must be positive, got {self.conv_channels}")
+        if self.unit_gates not in UNIT_GATES:
+            raise ValueError(f"model.unit_gates must be one of {sorted(UNIT_GATES)}, got {self.unit_gates!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,6 +48,10 @@ class EncoderConfig:
     @property
     def subsampling(self) -> int:
         return 2 ** len(self.conv_channels)
+
+    @property
+    def directions(self) -> int:
+        return 2 if self.bidirectional else 1
 
 
 def conv_output_length(lengths: torch.Tensor) -> torch.Tensor:
@@ -78,28 +90,40 @@ class LSTMCTCEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.frontend = ConvSubsampling(config.input_dim, config.conv_channels)
-        directions = 2 if config.bidirectional else 1
         self.lstms = nn.ModuleList()
+        # One gate module per LSTM layer on its output units (both directions concatenated); Identity
+        # holds no weights, so a plain model's state dict is unchanged.
+        self.unit_gates = nn.ModuleList()
         input_size = self.frontend.output_dim
         for hidden in config.lstm_hidden:
             self.lstms.append(
                 nn.LSTM(input_size, hidden, batch_first=True, bidirectional=config.bidirectional)
             )
-            input_size = hidden * directions
+            input_size = hidden * config.directions
+            self.unit_gates.append(
+                InformationBottleneckGate(input_size) if config.unit_gates == "vib" else nn.Identity()
+            )
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(input_size, config.vocab_size)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden, lengths = self.frontend(features, lengths)
         lengths = lengths.clamp(min=1, max=hidden.shape[1])
-        for lstm in self.lstms:
+        *_, hidden = self.lstm_outputs(hidden, lengths)
+        logits = self.head(self.dropout(hidden))
+        return torch.log_softmax(logits, dim=-1), lengths
+
+    def lstm_outputs(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Each LSTM layer's (gated) output (batch, frames, directions x units) for front-end output
+        ``hidden`` with valid ``lengths``: what data-driven pruning criteria and benchmarks look at."""
+        for lstm, gate in zip(self.lstms, self.unit_gates, strict=True):
             packed = pack_padded_sequence(
                 self.dropout(hidden), lengths.cpu(), batch_first=True, enforce_sorted=False
             )
             output, _ = lstm(packed)
             hidden, _ = pad_packed_sequence(output, batch_first=True, total_length=hidden.shape[1])
-        logits = self.head(self.dropout(hidden))
-        return torch.log_softmax(logits, dim=-1), lengths
+            hidden = gate(hidden)
+            yield hidden
 
 
 def count_parameters(module: nn.Module) -> int:

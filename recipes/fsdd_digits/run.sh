@@ -1,18 +1,19 @@
 #!/usr/bin/env bash
-# FSDD connected digits: data -> tokenizer -> train -> evaluate.
+# FSDD connected digits: data -> tokenizer -> train -> evaluate -> LM + decoder tuning -> prune -> study.
 #
 #   bash run.sh                          # everything, from stage 0
 #   bash run.sh --stage 2 --stop-stage 2 # only training (resumes from the last checkpoint)
 #   bash run.sh --quick                  # minutes-long smoke run on a tiny corpus
 #   bash run.sh --fsdd-dir /path/to/fsdd # FSDD elsewhere (default: ../shared/data/fsdd, else download)
 #   bash run.sh --units char             # character units instead of whole-word unigram pieces
+#   bash run.sh --stage 5 --prune-runs "mnp_vanilla mnp_entropy"   # only these pruning runs
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 stage=0
-stop_stage=3
+stop_stage=6
 quick=false
 fsdd_dir=""
 threads=1               # inference threads for evaluation timings (a one-core edge device)
@@ -22,6 +23,10 @@ threads=1               # inference threads for evaluation timings (a one-core e
 units=unigram
 vocab_size=28
 extra=()                # extra --set overrides for training
+# Pruning study: criterion (MNP, VIBNet) x regularizer (vanilla: lambda = 0; entropy: lambda > 0).
+prune_runs="mnp_vanilla mnp_entropy vib_vanilla vib_entropy"
+entropy_weight=1.0
+prune_extra=()          # extra --set overrides for every pruning run
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -33,7 +38,10 @@ while [[ $# -gt 0 ]]; do
     --units) units="$2"; shift 2 ;;
     --vocab-size) vocab_size="$2"; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --prune-runs) prune_runs="$2"; shift 2 ;;
+    --entropy-weight) entropy_weight="$2"; shift 2 ;;
+    --prune-set) prune_extra+=(--set "$2"); shift 2 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,10 +55,16 @@ if $quick; then
   data=data_quick exp=exp_quick/baseline
   corpus_sizes=(--train-count 240 --valid-count 40 --test-count 40 --tts-count 60)
   extra=(--set trainer.max_epochs=2 --set trainer.max_time=null "${extra[@]}")
+  prune_extra=(--set prune.schedule.target=0.5 --set prune.schedule.step=0.25 --set prune.schedule.final_epochs=1
+    --set "prune.snapshots=[0.5]" "${prune_extra[@]}")
+  study_sizes=(--limit 20 --repeats 1)
 else
   data=data exp=exp/baseline
   corpus_sizes=()
+  study_sizes=(--limit 300 --repeats 3)
 fi
+prune_dir=$(dirname "$exp")/prune
+study_dir=$(dirname "$exp")/study
 fsdd_args=()
 [[ -n "$fsdd_dir" ]] && fsdd_args=(--fsdd-dir "$fsdd_dir")
 
@@ -81,4 +95,45 @@ if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   echo "== stage 3: greedy WER/CER and real-time factor ($threads thread) -> $exp/eval"
   speechprune evaluate "$exp/model.pt" "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" \
     --out "$exp/eval" --threads "$threads"
+fi
+
+if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
+  echo "== stage 4: piece-level 3-gram LM; decoder settings tuned on the unpruned model's validation set"
+  speechprune build-lm "$data/corpus/train.jsonl" "$data/corpus/train_tts.jsonl" --unit piece \
+    --model "$exp/model.pt" --order 3 --out "$data/lang/lm_piece3.arpa"
+  speechprune tune-decoder "$exp/model.pt" "$data/corpus/valid.jsonl" --out "$study_dir/decoders.json"
+fi
+
+if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
+  for run in $prune_runs; do
+    case "$run" in
+      mnp_vanilla) opts=(--set prune.criterion=mnp --set regularizer.weight=0) ;;
+      mnp_entropy) opts=(--set prune.criterion=mnp --set regularizer.weight="$entropy_weight") ;;
+      vib_vanilla) opts=(--set prune.criterion=vib --set prune.schedule.start_epoch=1 --set regularizer.weight=0) ;;
+      vib_entropy) opts=(--set prune.criterion=vib --set prune.schedule.start_epoch=1
+                         --set regularizer.weight="$entropy_weight") ;;
+      # extensions beside the paper's term: penalize only where the search branches
+      mnp_nonblank) opts=(--set prune.criterion=mnp --set regularizer.kind=nonblank_entropy
+                          --set regularizer.weight="$entropy_weight") ;;
+      mnp_tailmass) opts=(--set prune.criterion=mnp --set regularizer.kind=tail_mass
+                          --set regularizer.weight="$entropy_weight") ;;
+      *) echo "run.sh: unknown pruning run $run" >&2; exit 2 ;;
+    esac
+    if [[ -f "$prune_dir/$run/prune_summary.json" ]]; then
+      echo "== stage 5: $run already done ($prune_dir/$run)"; continue
+    fi
+    echo "== stage 5: pruning run $run -> $prune_dir/$run"
+    speechprune prune "$exp/model.pt" --config conf/prune.yaml --exp-dir "$prune_dir/$run" \
+      --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+      --set data.valid_manifest="$data/corpus/valid.jsonl" "${opts[@]}" "${prune_extra[@]}"
+  done
+fi
+
+if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
+  echo "== stage 6: study (WER, search size, encoder/decoder latency) -> $study_dir"
+  runs=()
+  for run in $prune_runs; do runs+=("$prune_dir/$run"); done
+  speechprune study --baseline "$exp/model.pt" --runs "${runs[@]}" \
+    --manifest "$data/corpus/test.jsonl" --greedy-manifest "$data/corpus/test_speaker.jsonl" \
+    --decoders "$study_dir/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$study_dir" "${study_sizes[@]}"
 fi

@@ -1,0 +1,98 @@
+"""A pruning run from a config: a trained model, a criterion, a schedule, an optional output-sharpness
+regularizer, and Lightning fine-tuning, resumable from ``EXP_DIR/checkpoints/last.ckpt``.
+
+Config sections (YAML, overridable with ``--set``): ``data``, ``augment``, ``optim`` and ``trainer`` as
+for training; ``prune`` (criterion, groups, schedule, snapshots, seed); ``vib`` (kl_weight, for the vib
+criterion); ``regularizer`` (:class:`pruning.regularizers.EntropyRegularizerConfig`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from asr.augment import AugmentConfig
+from asr.config import build_section
+from asr.data.datamodule import DataConfig, SpeechDataModule
+from asr.errors import SpeechpruneError
+from asr.fileio import write_json
+from asr.lightning_module import CTCModule, OptimConfig
+from asr.training import build_trainer, fit_resuming
+from pruning.callback import StructuredPruning
+from pruning.criteria import make_criterion
+from pruning.regularizers import EntropyRegularizer, EntropyRegularizerConfig
+from pruning.schedules import ScheduleConfig, total_epochs
+from pruning.vib import VIBKLTerm, add_unit_gates
+
+SNAPSHOT_DIR = "snapshots"
+
+
+def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -> Path:
+    """Prune ``base_model`` as ``config`` says; returns the folder of snapshot models."""
+    exp_dir = Path(exp_dir)
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    section = dict(config.get("prune") or {})
+    schedule = build_section(section, "schedule", ScheduleConfig)
+    criterion = make_criterion(str(section.get("criterion", "mnp")), seed=int(section.get("seed", 0)))
+    optim = build_section(config, "optim", OptimConfig)
+    augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
+    data = build_section(config, "data", DataConfig)
+
+    module = CTCModule.from_model_file(
+        base_model, optim=asdict(optim), augment=asdict(augment) if augment else None
+    )
+    regularizer = build_section(
+        config, "regularizer", EntropyRegularizerConfig, blank_id=module.tokenizer.blank_id
+    )
+    if criterion.name == "vib":
+        module.recognizer.encoder = add_unit_gates(module.recognizer.encoder)
+        kl_weight = float((config.get("vib") or {}).get("kl_weight", 0.05))
+        module.add_loss_term("vib_kl", VIBKLTerm(module, kl_weight))
+
+    pruning = StructuredPruning(
+        criterion,
+        schedule,
+        groups=list(section.get("groups", ["lstm"])),
+        snapshot_dir=exp_dir / SNAPSHOT_DIR,
+        snapshot_sparsities=[float(s) for s in section.get("snapshots", [schedule.target])],
+    )
+    # the latest epoch (and last.ckpt, for resuming); "best" makes no sense across sparsities
+    checkpoints = ModelCheckpoint(
+        dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}", save_top_k=1, save_last=True
+    )
+    epochs = total_epochs(schedule)
+    trainer_options = config.get("trainer") or {}
+    if trainer_options.get("max_epochs") not in (None, epochs):
+        raise SpeechpruneError(
+            f"trainer.max_epochs={trainer_options['max_epochs']}: a pruning run's length is set by "
+            f"prune.schedule ({epochs} epochs); leave trainer.max_epochs unset"
+        )
+    trainer = build_trainer(
+        config, exp_dir, [checkpoints, pruning, EntropyRegularizer(regularizer)], max_epochs=epochs
+    )
+    datamodule = SpeechDataModule(data, module.tokenizer, module.recognizer.sample_rate, augment)
+    started = time.perf_counter()
+    resumed_from = fit_resuming(trainer, module, datamodule, exp_dir)
+    if trainer.is_global_zero:
+        write_json(
+            exp_dir / "prune_summary.json",
+            {
+                "base_model": str(base_model),
+                "criterion": criterion.name,
+                "schedule": asdict(schedule),
+                "regularizer": asdict(regularizer),
+                "events": pruning.history,
+                "snapshots": pruning.snapshots,
+                "train_seconds_this_run": round(time.perf_counter() - started, 1),
+                "resumed_from": resumed_from,
+            },
+        )
+    return exp_dir / SNAPSHOT_DIR
