@@ -147,6 +147,69 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _transcribe(args: argparse.Namespace) -> int:
+    import contextlib
+    import csv
+    import json
+
+    from tqdm import tqdm
+
+    from asr.fileio import atomic_open
+    from asr.transcribe import GREEDY, BadFile, FileTranscriber, expand_inputs
+    from decoding.backends import DecoderSettings
+
+    paths = expand_inputs(args.inputs)
+    settings = None
+    if args.decoder != GREEDY:
+        settings = DecoderSettings(
+            beam_width=args.beam_width,
+            cutoff_top_n=args.cutoff_top_n,
+            cutoff_prob=args.cutoff_prob,
+            beam_threshold=args.beam_threshold,
+            blank_skip_threshold=args.blank_skip_threshold,
+            alpha=args.alpha,
+            beta=args.beta,
+            lm_path=args.lm,
+            lm_unit=args.lm_unit,
+        )
+    transcriber = FileTranscriber(args.model, args.decoder, settings, threads=args.threads)
+    bad: list[BadFile] = []
+    opener = atomic_open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout)
+    with opener as handle:
+        writer = None
+        if args.format == "csv":
+            fields = ["path", "text", "score", "duration_s", "encoder_ms", "decoder_ms", "words"]
+            writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+        progress = tqdm(
+            total=len(paths), desc="transcribe", unit="file", disable=len(paths) < 2, file=sys.stderr
+        )
+        for result in transcriber.transcribe(paths, batch_size=args.batch_size):
+            progress.update(1)
+            if isinstance(result, BadFile):
+                bad.append(result)
+                continue
+            row = result.to_row()
+            if args.format == "jsonl":
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            elif writer is not None:
+                writer.writerow(
+                    {**row, "words": " ".join(f"{w['word']}@{w['start']}-{w['end']}" for w in row["words"])}
+                )
+            else:
+                handle.write(
+                    f"{row['path']}\t{row['text']}\t(encoder {row['encoder_ms']:.1f} ms, "
+                    f"decoder {row['decoder_ms']:.2f} ms)\n"
+                )
+            handle.flush()
+        progress.close()
+    for problem in bad:
+        print(f"speechprune transcribe: skipped {problem.reason}", file=sys.stderr)
+    if bad:
+        print(f"speechprune transcribe: {len(bad)} of {len(paths)} files could not be read", file=sys.stderr)
+    return 1 if bad else 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from asr.evaluate import evaluate_manifest
 
@@ -246,6 +309,41 @@ def build_parser() -> argparse.ArgumentParser:
         "regularizer.weight=1.0",
     )
     prune.set_defaults(handler=_prune)
+
+    transcribe = commands.add_parser(
+        "transcribe",
+        help="transcribe audio files, folders or glob patterns with a model",
+        description="Reads WAV/FLAC/OGG (any sample rate, stereo mixed down), encodes in batches and "
+        "decodes each file; unreadable files are reported and skipped (exit status 1).",
+    )
+    transcribe.add_argument("model", help="model.pt or speechprune .ckpt (pruned or not)")
+    transcribe.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or globs")
+    transcribe.add_argument(
+        "--format", choices=("text", "jsonl", "csv"), default="text", help="output format (default: text)"
+    )
+    transcribe.add_argument("--out", type=Path, help="write here instead of standard output")
+    transcribe.add_argument(
+        "--decoder",
+        choices=("greedy", "own", "flashlight", "pyctcdecode", "ctcdecode"),
+        default="greedy",
+        help="greedy, or a beam-search backend (own reports search statistics; default: greedy)",
+    )
+    transcribe.add_argument("--beam-width", type=int, default=16, help="beam width (default: 16)")
+    transcribe.add_argument("--cutoff-top-n", type=int, default=40, help="tokens tried per frame (ctcdecode)")
+    transcribe.add_argument("--cutoff-prob", type=float, default=1.0, help="cumulative probability cutoff")
+    transcribe.add_argument("--beam-threshold", type=float, help="drop hypotheses below best - this")
+    transcribe.add_argument(
+        "--blank-skip-threshold", type=float, help="skip frames whose blank prob exceeds this"
+    )
+    transcribe.add_argument("--lm", type=Path, help="KenLM model (ARPA or binary) for shallow fusion")
+    transcribe.add_argument("--lm-unit", choices=("word", "piece"), default="word", help="units of --lm")
+    transcribe.add_argument("--alpha", type=float, default=0.0, help="LM weight")
+    transcribe.add_argument(
+        "--beta", type=float, default=0.0, help="bonus per word (per piece for piece LMs)"
+    )
+    transcribe.add_argument("--batch-size", type=int, default=8, help="files per forward pass (default: 8)")
+    transcribe.add_argument("--threads", type=int, default=1, help="CPU threads (default: 1)")
+    transcribe.set_defaults(handler=_transcribe)
 
     lm = commands.add_parser(
         "build-lm",
