@@ -35,6 +35,21 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_librispeech(args: argparse.Namespace) -> int:
+    from asr.data.librispeech import download_subset, prepare_subset
+
+    status = 0
+    for subset in args.subsets:
+        if args.download:
+            download_subset(args.root, subset)
+        prepared = prepare_subset(args.root, subset, args.out)
+        print(f"{subset}: {prepared.utterances} utterances, {prepared.hours:.2f} h -> {prepared.manifest}")
+        for problem in prepared.skipped:
+            print(f"  skipped {problem}", file=sys.stderr)
+        status = 1 if prepared.skipped else status
+    return status
+
+
 def _train_tokenizer(args: argparse.Namespace) -> int:
     from asr.data.manifest import read_manifest
     from asr.tokenizer import train_tokenizer
@@ -69,9 +84,12 @@ def _prune(args: argparse.Namespace) -> int:
 def _build_lm(args: argparse.Namespace) -> int:
     from asr.checkpoint import load_model
     from asr.data.manifest import read_manifest
+    from asr.tokenizer import Tokenizer
     from decoding.arpa import build_arpa
 
-    tokenizer = load_model(args.model).tokenizer if args.model else None
+    tokenizer = Tokenizer.load(args.tokenizer) if args.tokenizer else None
+    if args.model:
+        tokenizer = load_model(args.model).tokenizer
     texts = [u.text for manifest in args.manifests for u in read_manifest(manifest)]
     summary = build_arpa(texts, args.order, args.out, unit=args.unit, tokenizer=tokenizer)
     print(
@@ -273,6 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
     prepare.set_defaults(handler=_prepare_fsdd)
 
+    libri = commands.add_parser(
+        "prepare-librispeech",
+        help="manifests from LibriSpeech in its standard layout",
+        description="Reads ROOT/SUBSET/SPEAKER/CHAPTER/*.trans.txt and the FLACs beside them; writes "
+        "OUT/SUBSET.jsonl. Downloads from openslr only with --download. Utterances whose audio is missing or "
+        "unreadable are reported and left out (exit status 1).",
+    )
+    libri.add_argument("--root", required=True, help="folder holding the subset folders (e.g. LibriSpeech/)")
+    libri.add_argument(
+        "--subsets", nargs="+", required=True, help="e.g. train-clean-100 dev-clean test-clean"
+    )
+    libri.add_argument("--out", required=True, help="folder for the manifests")
+    libri.add_argument("--download", action="store_true", help="download missing subsets from openslr first")
+    libri.set_defaults(handler=_prepare_librispeech)
+
     tokenizer = commands.add_parser("train-tokenizer", help="train SentencePiece units on transcripts")
     tokenizer.add_argument("manifests", nargs="+", help="manifests whose texts train the units")
     tokenizer.add_argument("--out", required=True, help="where to write the .model file")
@@ -355,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--out", required=True, help="ARPA file to write")
     lm.add_argument("--order", type=int, default=3, help="n-gram order (default: 3)")
     lm.add_argument("--unit", choices=("word", "piece"), default="word", help="LM units (default: word)")
-    lm.add_argument("--model", help="model whose tokenizer splits pieces (required for --unit piece)")
+    lm.add_argument("--model", help="model whose tokenizer splits pieces (--unit piece)")
+    lm.add_argument("--tokenizer", help="or the SentencePiece .model file itself (--unit piece)")
     lm.set_defaults(handler=_build_lm)
 
     tune = commands.add_parser(
