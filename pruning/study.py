@@ -39,8 +39,6 @@ from decoding.search_stats import aggregate_stats
 from pruning.cost import encoder_macs_per_second
 from pruning.structure import lstm_sparsity, unit_groups
 
-STUDY_DECODERS = ("own", "own+lm", "flashlight", "flashlight+lm")
-
 
 @dataclass(frozen=True)
 class StudyModel:
