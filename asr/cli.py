@@ -173,7 +173,8 @@ def _transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from asr.fileio import atomic_open
-    from asr.transcribe import GREEDY, BadFile, FileTranscriber, expand_inputs
+    from asr.inference import GREEDY
+    from asr.transcribe import BadFile, FileTranscriber, expand_inputs
     from decoding.backends import DecoderSettings
 
     paths = expand_inputs(args.inputs)

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 import torch
 
 from asr.checkpoint import load_model
+from decoding.backends import DecoderSettings, make_decoder
 from decoding.greedy import greedy_decode_with_timesteps
+from decoding.search_stats import SearchStats
 
 
 @dataclass
@@ -24,18 +26,35 @@ class Transcript:
     token_frames: list[int]  # encoder frame at which each token starts
     encoder_ms: float  # share of the batch's encoder time, by audio length
     decoder_ms: float
+    score: float | None = None  # the beam-search backend's score (None for greedy decoding)
+    stats: SearchStats | None = None  # search statistics (the own decoder only)
+
+
+GREEDY = "greedy"
 
 
 class Transcriber:
-    """Loads a model file once and transcribes batches of waveforms at the model's sample rate."""
+    """Loads a model file once and transcribes batches of waveforms at the model's sample rate.
 
-    def __init__(self, model_path: str | os.PathLike, threads: int | None = None) -> None:
+    ``decoder`` is "greedy" (batched, the fastest) or a beam-search backend name of
+    :func:`decoding.backends.make_decoder` built with ``settings``; a backend decodes utterance by
+    utterance so that each one's decoder time is its own.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        decoder: str = GREEDY,
+        settings: DecoderSettings | None = None,
+    ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
         loaded = load_model(model_path)
         self.recognizer = loaded.recognizer
         self.tokenizer = loaded.tokenizer
         self.metadata = loaded.metadata
+        self.backend = None if decoder == GREEDY else make_decoder(decoder, self.tokenizer, settings)
 
     @property
     def sample_rate(self) -> int:
@@ -53,11 +72,24 @@ class Transcriber:
         batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
         started = time.perf_counter()
         log_probs, frame_lengths = self.recognizer(batch, lengths)
-        encoded = time.perf_counter()
-        decoded = greedy_decode_with_timesteps(log_probs, frame_lengths, self.tokenizer.blank_id)
-        finished = time.perf_counter()
+        encoder_ms = (time.perf_counter() - started) * 1000
         shares = (lengths / lengths.sum()).tolist()
-        encoder_ms, decoder_ms = (encoded - started) * 1000, (finished - encoded) * 1000
+        if self.backend is not None:
+            return [
+                Transcript(
+                    r.text,
+                    r.tokens or [],
+                    r.timesteps or [],
+                    encoder_ms * share,
+                    r.wall_time_s * 1000,
+                    r.score,
+                    r.stats,
+                )
+                for r, share in zip(self.backend(log_probs, frame_lengths), shares, strict=True)
+            ]
+        started = time.perf_counter()
+        decoded = greedy_decode_with_timesteps(log_probs, frame_lengths, self.tokenizer.blank_id)
+        decoder_ms = (time.perf_counter() - started) * 1000
         return [
             Transcript(self.tokenizer.decode(ids), ids, frames, encoder_ms * share, decoder_ms * share)
             for (ids, frames), share in zip(decoded, shares, strict=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,15 +18,14 @@ from typing import Any
 import torch
 
 from asr.audio import load_audio
-from asr.checkpoint import load_model
 from asr.errors import AudioError, SpeechpruneError
-from decoding.backends import BackendResult, DecoderSettings, make_decoder
-from decoding.greedy import greedy_decode_with_timesteps
+from asr.inference import GREEDY, Transcriber, Transcript
+from decoding.backends import DecoderSettings
 from decoding.prefix_trie import WORD_BOUNDARY
 from decoding.search_stats import aggregate_stats
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
-GREEDY = "greedy"
+SEARCH_SUMMARY_KEYS = ("tokens_kept_mean", "extensions_per_frame", "active_mean", "lm_queries_total")
 
 
 @dataclass
@@ -114,8 +112,7 @@ def word_timings(
 
 
 class FileTranscriber:
-    """A model and a decoder, loaded once; ``decoder`` is "greedy" or a backend name of
-    :func:`decoding.backends.make_decoder` with ``settings``."""
+    """Reads files and hands their waveforms to a :class:`asr.inference.Transcriber` batch by batch."""
 
     def __init__(
         self,
@@ -124,74 +121,43 @@ class FileTranscriber:
         settings: DecoderSettings | None = None,
         threads: int = 1,
     ) -> None:
-        torch.set_num_threads(threads)
-        loaded = load_model(model_path)
-        self.recognizer, self.tokenizer = loaded.recognizer, loaded.tokenizer
-        self.pieces = self.tokenizer.pieces
-        self.decoder_name = decoder
-        self.backend = None if decoder == GREEDY else make_decoder(decoder, self.tokenizer, settings)
-        config = self.recognizer.features.config
-        self.frame_s = config.hop_ms / 1000 * self.recognizer.encoder.config.subsampling
+        self.transcriber = Transcriber(model_path, threads=threads, decoder=decoder, settings=settings)
+        self.pieces = self.transcriber.tokenizer.pieces
 
     def transcribe(self, paths: Sequence[Path], batch_size: int = 8) -> Iterator[FileTranscript | BadFile]:
         """Results in input order, one per path, batch by batch (so a caller can show progress)."""
+        sample_rate = self.transcriber.sample_rate
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
             waveforms: dict[int, torch.Tensor] = {}
             results: list[FileTranscript | BadFile | None] = [None] * len(chunk)
             for index, path in enumerate(chunk):
                 try:
-                    waveforms[index] = load_audio(path, self.recognizer.sample_rate)
+                    waveforms[index] = load_audio(path, sample_rate)
                 except AudioError as error:
                     results[index] = BadFile(str(path), str(error))
             if waveforms:
-                for index, transcript in zip(
-                    waveforms, self._transcribe(list(waveforms.values())), strict=True
-                ):
-                    transcript.path = str(chunk[index])
-                    results[index] = transcript
+                transcripts = self.transcriber.transcribe(list(waveforms.values()))
+                for (index, waveform), transcript in zip(waveforms.items(), transcripts, strict=True):
+                    results[index] = self._file_transcript(
+                        chunk[index], waveform.shape[0] / sample_rate, transcript
+                    )
             yield from results  # type: ignore[misc]
 
-    @torch.inference_mode()
-    def _transcribe(self, waveforms: list[torch.Tensor]) -> list[FileTranscript]:
-        lengths = torch.tensor([w.shape[0] for w in waveforms])
-        batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
-        started = time.perf_counter()
-        log_probs, frames = self.recognizer(batch, lengths)
-        encoder_ms = (time.perf_counter() - started) * 1000
-        shares = (lengths / lengths.sum()).tolist()
-        transcripts = []
-        for index, share in enumerate(shares):
-            emissions, count = log_probs[index : index + 1], frames[index : index + 1]
-            result = self._decode(emissions, count)
-            words = []
-            if result.tokens is not None and result.timesteps is not None:
-                words = word_timings(self.pieces, result.tokens, result.timesteps, self.frame_s)
-            search = None
-            if result.stats is not None:
-                summary = aggregate_stats([result.stats])
-                search = {
-                    key: round(float(summary[key]), 4)
-                    for key in ("tokens_kept_mean", "extensions_per_frame", "active_mean", "lm_queries_total")
-                }
-            transcripts.append(
-                FileTranscript(
-                    path="",
-                    text=result.text,
-                    score=None if self.backend is None else result.score,
-                    duration_s=float(lengths[index]) / self.recognizer.sample_rate,
-                    encoder_ms=encoder_ms * share,
-                    decoder_ms=result.wall_time_s * 1000,
-                    words=words,
-                    search=search,
-                )
-            )
-        return transcripts
-
-    def _decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> BackendResult:
-        if self.backend is not None:
-            return self.backend(log_probs, lengths)[0]
-        started = time.perf_counter()
-        ((tokens, timesteps),) = greedy_decode_with_timesteps(log_probs, lengths, self.tokenizer.blank_id)
-        elapsed = time.perf_counter() - started
-        return BackendResult(self.tokenizer.decode(tokens), tokens, timesteps, 0.0, elapsed)
+    def _file_transcript(self, path: Path, duration_s: float, transcript: Transcript) -> FileTranscript:
+        search = None
+        if transcript.stats is not None:
+            summary = aggregate_stats([transcript.stats])
+            search = {key: round(float(summary[key]), 4) for key in SEARCH_SUMMARY_KEYS}
+        return FileTranscript(
+            path=str(path),
+            text=transcript.text,
+            score=transcript.score,
+            duration_s=duration_s,
+            encoder_ms=transcript.encoder_ms,
+            decoder_ms=transcript.decoder_ms,
+            words=word_timings(
+                self.pieces, transcript.token_ids, transcript.token_frames, self.transcriber.frame_seconds
+            ),
+            search=search,
+        )

@@ -4,6 +4,7 @@ recipe's stage 0."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -89,9 +90,11 @@ def test_recipe_stage_0_prepares_the_corpus(tmp_path):
     root = tmp_path / "LibriSpeech"
     for subset in ("train-clean-100", "dev-clean", "test-clean", "test-other"):
         make_librispeech(root, subset, speakers=(7,), chapters=(1,))
-    recipe = tmp_path / "recipe"
+    recipes = tmp_path / "recipes"  # run a copy: outputs land beside the script
+    shutil.copytree(RECIPE.parents[1] / "common", recipes / "common")
+    recipe = recipes / "librispeech"
     recipe.mkdir()
-    (recipe / "run.sh").write_text(RECIPE.read_text())  # run a copy: outputs land beside the script
+    (recipe / "run.sh").write_text(RECIPE.read_text())
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     result = subprocess.run(
         ["bash", str(recipe / "run.sh"), "--corpus", str(root), "--stop-stage", "0"],

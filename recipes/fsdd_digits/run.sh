@@ -11,6 +11,7 @@
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
 cd "$(dirname "$0")"
+. ../common/prune_runs.sh
 
 stage=0
 stop_stage=6
@@ -106,19 +107,7 @@ fi
 
 if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
   for run in $prune_runs; do
-    case "$run" in
-      mnp_vanilla) opts=(--set prune.criterion=mnp --set regularizer.weight=0) ;;
-      mnp_entropy) opts=(--set prune.criterion=mnp --set regularizer.weight="$entropy_weight") ;;
-      vib_vanilla) opts=(--set prune.criterion=vib --set prune.schedule.start_epoch=1 --set regularizer.weight=0) ;;
-      vib_entropy) opts=(--set prune.criterion=vib --set prune.schedule.start_epoch=1
-                         --set regularizer.weight="$entropy_weight") ;;
-      # extensions beside the paper's term: penalize only where the search branches
-      mnp_nonblank) opts=(--set prune.criterion=mnp --set regularizer.kind=nonblank_entropy
-                          --set regularizer.weight="$entropy_weight") ;;
-      mnp_tailmass) opts=(--set prune.criterion=mnp --set regularizer.kind=tail_mass
-                          --set regularizer.weight="$entropy_weight") ;;
-      *) echo "run.sh: unknown pruning run $run" >&2; exit 2 ;;
-    esac
+    prune_run_options "$run" "$entropy_weight"
     if [[ -f "$prune_dir/$run/prune_summary.json" ]]; then
       echo "== stage 5: $run already done ($prune_dir/$run)"; continue
     fi
