@@ -112,7 +112,7 @@ def _tune_decoder(args: argparse.Namespace) -> int:
 def _study(args: argparse.Namespace) -> int:
     import json
 
-    from asr.fileio import write_json
+    from asr.fileio import write_csv, write_json
     from pruning.plots import write_report
     from pruning.study import collect_models, decoder_specs, run_study
 
@@ -134,22 +134,10 @@ def _study(args: argparse.Namespace) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "results.json", rows)
-    _write_csv(args.out / "results.csv", rows)
+    write_csv(args.out / "results.csv", rows)
     for path in write_report(rows, args.out):
         print(path)
     return 0
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-
-    from asr.fileio import atomic_open
-
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with atomic_open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def _report(args: argparse.Namespace) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import statistics
 from dataclasses import dataclass
@@ -15,7 +14,7 @@ from tqdm import tqdm
 from asr.audio import load_audio
 from asr.data.manifest import Utterance, read_manifest
 from asr.errors import AudioError
-from asr.fileio import atomic_open, write_json
+from asr.fileio import write_csv, write_json
 from asr.inference import Transcriber
 from asr.metrics import ErrorCounts, error_counts
 from asr.models.lstm_ctc import count_parameters
@@ -72,10 +71,7 @@ def evaluate_manifest(
     out_dir = Path(out_dir)
     rows_path, summary_path = out_dir / f"{name}.utterances.csv", out_dir / f"{name}.summary.json"
     if rows:
-        with atomic_open(rows_path, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows_path, rows)
     summary = _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, threads, batch_size)
     write_json(summary_path, summary)
     return EvaluationResult(summary, rows_path, summary_path)
