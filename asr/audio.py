@@ -14,8 +14,8 @@ import soundfile
 import torch
 import torchaudio.functional as AF
 
-from asr.errors import AudioError
-from asr.fileio import atomic_open
+from common.errors import AudioError
+from common.fileio import atomic_open
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:

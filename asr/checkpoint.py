@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from asr.errors import SpeechpruneError
 from asr.features import FeatureConfig
-from asr.fileio import atomic_open
 from asr.models.lstm_ctc import EncoderConfig
 from asr.recognizer import SpeechRecognizer
 from asr.tokenizer import Tokenizer
+from common.errors import SpeechpruneError
+from common.fileio import atomic_open
 
 MODEL_FORMAT = "speechprune-model"
 MODEL_FORMAT_VERSION = 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from asr.errors import SpeechpruneError
+from common.errors import SpeechpruneError
 
 
 def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:

@@ -13,12 +13,13 @@ from tqdm import tqdm
 
 from asr.audio import load_audio
 from asr.data.manifest import Utterance, read_manifest
-from asr.errors import AudioError
-from asr.fileio import write_csv, write_json
 from asr.inference import Transcriber
 from asr.metrics import ErrorCounts, error_counts
 from asr.models.lstm_ctc import count_parameters
-from asr.tokenizer import normalize_text
+from common.errors import AudioError
+from common.fileio import write_csv, write_json
+from common.measure import percentile
+from common.units import normalize_text
 
 
 @dataclass
@@ -100,7 +101,7 @@ def _row(utterance: Utterance, seconds: float, reference: str, transcript: Any, 
 def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, threads, batch_size) -> dict:
     audio_seconds = sum(r["duration_s"] for r in rows)
     compute_ms = [r["encoder_ms"] + r["decoder_ms"] for r in rows]
-    encoder_ms = sorted(r["encoder_ms"] for r in rows)
+    encoder_ms = [r["encoder_ms"] for r in rows]
     return {
         "model": str(model_path),
         "manifest": str(manifest_path),
@@ -114,7 +115,7 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "audio_seconds": round(audio_seconds, 2),
         "real_time_factor": float(f"{sum(compute_ms) / 1000 / max(audio_seconds, 1e-9):.4g}"),
         "encoder_ms_median": round(statistics.median(encoder_ms), 3) if encoder_ms else None,
-        "encoder_ms_p90": round(encoder_ms[int(0.9 * (len(encoder_ms) - 1))], 3) if encoder_ms else None,
+        "encoder_ms_p90": round(percentile(encoder_ms, 90), 3) if encoder_ms else None,
         "decoder": "greedy",
         "threads": threads,
         "batch_size": batch_size,

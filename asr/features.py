@@ -12,6 +12,8 @@ import torch
 import torchaudio.transforms as T
 from torch import nn
 
+from common.masks import valid_frame_mask
+
 
 @dataclass(frozen=True)
 class FeatureConfig:
@@ -91,8 +93,7 @@ class LogMelFrontend(nn.Module):
 
 def normalize_per_utterance(features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Zero mean, unit variance per feature over each utterance's valid frames; padding is set to 0."""
-    frames = torch.arange(features.shape[1], device=features.device)
-    mask = (frames[None, :] < lengths[:, None]).unsqueeze(-1).to(features.dtype)
+    mask = valid_frame_mask(lengths.to(features.device), features.shape[1]).unsqueeze(-1).to(features.dtype)
     count = mask.sum(dim=1, keepdim=True).clamp(min=1)
     mean = (features * mask).sum(dim=1, keepdim=True) / count
     variance = (((features - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count

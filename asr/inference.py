@@ -1,22 +1,32 @@
-"""Batched inference with timings: waveforms -> log-probabilities -> greedy transcripts.
+"""The one inference path: load a model file, encode waveforms, decode with any backend, time both sides.
 
-Timing is split into encoder (features + network) and decoder time, the two sides of the trade-off that
-decoder-aware pruning is about. The thread count is set explicitly because edge CPUs have few cores and
-timings mean nothing without it.
+Transcribe, evaluate, the study, the latency search and the benchmarks all run models through this module,
+so that "encoder time" and "decoder time" mean the same thing everywhere: encoder = features + network
+(``torch.inference_mode``, explicit threads), decoder = the backend's call for one utterance. Batch size 1
+(:func:`encode_each`) gives per-utterance latency as on a device; batched encoding (:func:`encode_batched`)
+is for accuracy only.
 """
 
 from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
-from asr.checkpoint import load_model
-from decoding.backends import DecoderSettings, make_decoder
-from decoding.greedy import greedy_decode_with_timesteps
+from asr.audio import load_audio
+from asr.checkpoint import LoadedModel, load_model
+from asr.data.manifest import Utterance, read_manifest
+from asr.recognizer import SpeechRecognizer
+from common.measure import Round
+from common.units import normalize_text
+from decoding.backends import BackendResult, DecoderBackend, DecoderSettings, make_decoder
 from decoding.search_stats import SearchStats
+
+GREEDY = "greedy"
 
 
 @dataclass
@@ -30,31 +40,131 @@ class Transcript:
     stats: SearchStats | None = None  # search statistics (the own decoder only)
 
 
-GREEDY = "greedy"
+@dataclass
+class EvaluationAudio:
+    """Utterances of a manifest with their waveforms at the model's rate and normalized references."""
+
+    utterances: list[Utterance]
+    waveforms: list[torch.Tensor]
+    references: list[str]
+
+    @property
+    def audio_seconds(self) -> list[float]:
+        return [u.duration for u in self.utterances]
+
+
+def spread_subset(utterances: list[Utterance], limit: int | None) -> list[Utterance]:
+    """``limit`` utterances evenly spread over the manifest (manifests are often grouped by speaker)."""
+    if limit is None or limit >= len(utterances):
+        return utterances
+    step = len(utterances) / limit
+    return [utterances[int(i * step)] for i in range(limit)]
+
+
+def load_evaluation_audio(
+    manifest: str | os.PathLike, sample_rate: int, limit: int | None = None
+) -> EvaluationAudio:
+    """Read ``limit`` utterances spread over ``manifest`` (all when None), resampled to ``sample_rate``.
+
+    Durations are re-measured from the audio read, so manifests with stale durations still give true RTFs.
+    """
+    chosen = spread_subset(read_manifest(manifest), limit)
+    waveforms = [load_audio(u.audio_filepath, sample_rate) for u in chosen]
+    utterances = [
+        Utterance(u.audio_filepath, w.shape[0] / sample_rate, u.text, u.speaker)
+        for u, w in zip(chosen, waveforms, strict=True)
+    ]
+    return EvaluationAudio(utterances, waveforms, [normalize_text(u.text) for u in chosen])
+
+
+def stack_emissions(emissions: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(frames, vocab) emissions -> padded (batch, frames, vocab) log-probabilities and their lengths."""
+    lengths = torch.tensor([e.shape[0] for e in emissions])
+    return torch.nn.utils.rnn.pad_sequence(list(emissions), batch_first=True), lengths
+
+
+@torch.inference_mode()
+def encode_each(recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """(frames, vocab) log-probabilities of each utterance, encoded alone (batch size 1, as on a device)."""
+    outputs = []
+    for waveform in waveforms:
+        log_probs, lengths = recognizer(waveform[None], torch.tensor([waveform.shape[0]]))
+        outputs.append(log_probs[0, : int(lengths[0])].contiguous())
+    return outputs
+
+
+@torch.inference_mode()
+def encode_batched(
+    recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor], batch_size: int = 32
+) -> list[torch.Tensor]:
+    """Like :func:`encode_each` but ``batch_size`` utterances per forward pass: for accuracy, not timing.
+
+    Features are computed with ``center=False`` and per-utterance normalization over valid frames, so an
+    utterance's emissions do not depend on what it is batched with.
+    """
+    outputs = []
+    for start in range(0, len(waveforms), batch_size):
+        chunk = list(waveforms[start : start + batch_size])
+        lengths = torch.tensor([w.shape[0] for w in chunk])
+        log_probs, frames = recognizer(torch.nn.utils.rnn.pad_sequence(chunk, batch_first=True), lengths)
+        outputs += [lp[: int(n)].contiguous() for lp, n in zip(log_probs, frames, strict=True)]
+    return outputs
+
+
+def encoder_round(recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor]) -> Round:
+    """A timing round (:func:`common.measure.interleaved`): each utterance encoded alone, its seconds."""
+
+    @torch.inference_mode()
+    def round_() -> list[float]:
+        seconds = []
+        for waveform in waveforms:
+            length = torch.tensor([waveform.shape[0]])
+            started = time.perf_counter()
+            recognizer(waveform[None], length)
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    return round_
+
+
+class DecoderRound:
+    """A timing round that decodes every utterance's emissions with one backend; keeps the last results.
+
+    The backend times each utterance's decode call itself (:class:`decoding.backends.DecoderBackend`),
+    so the round returns those per-utterance seconds and no conversion or padding is counted.
+    """
+
+    def __init__(self, decoder: DecoderBackend, emissions: Sequence[torch.Tensor]) -> None:
+        self.decoder = decoder
+        self.log_probs, self.lengths = stack_emissions(emissions)
+        self.results: list[BackendResult] = []
+
+    def __call__(self) -> list[float]:
+        self.results = self.decoder(self.log_probs, self.lengths)
+        return [r.wall_time_s for r in self.results]
 
 
 class Transcriber:
-    """Loads a model file once and transcribes batches of waveforms at the model's sample rate.
+    """A loaded model and a decoder: transcribes batches of waveforms at the model's sample rate.
 
-    ``decoder`` is "greedy" (batched, the fastest) or a beam-search backend name of
-    :func:`decoding.backends.make_decoder` built with ``settings``; a backend decodes utterance by
-    utterance so that each one's decoder time is its own.
+    ``decoder`` is a backend name of :func:`decoding.backends.make_decoder` ("greedy" by default) built
+    with ``settings``; the decoder runs utterance by utterance so that each one's decoder time is its own.
     """
 
     def __init__(
         self,
-        model_path: str | os.PathLike,
+        model: str | os.PathLike | LoadedModel,
         threads: int | None = None,
         decoder: str = GREEDY,
         settings: DecoderSettings | None = None,
     ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
-        loaded = load_model(model_path)
+        loaded = model if isinstance(model, LoadedModel) else load_model(Path(model))
         self.recognizer = loaded.recognizer
         self.tokenizer = loaded.tokenizer
         self.metadata = loaded.metadata
-        self.backend = None if decoder == GREEDY else make_decoder(decoder, self.tokenizer, settings)
+        self.decoder = make_decoder(decoder, self.tokenizer, settings)
 
     @property
     def sample_rate(self) -> int:
@@ -74,23 +184,16 @@ class Transcriber:
         log_probs, frame_lengths = self.recognizer(batch, lengths)
         encoder_ms = (time.perf_counter() - started) * 1000
         shares = (lengths / lengths.sum()).tolist()
-        if self.backend is not None:
-            return [
-                Transcript(
-                    r.text,
-                    r.tokens or [],
-                    r.timesteps or [],
-                    encoder_ms * share,
-                    r.wall_time_s * 1000,
-                    r.score,
-                    r.stats,
-                )
-                for r, share in zip(self.backend(log_probs, frame_lengths), shares, strict=True)
-            ]
-        started = time.perf_counter()
-        decoded = greedy_decode_with_timesteps(log_probs, frame_lengths, self.tokenizer.blank_id)
-        decoder_ms = (time.perf_counter() - started) * 1000
+        greedy = self.decoder.name == GREEDY
         return [
-            Transcript(self.tokenizer.decode(ids), ids, frames, encoder_ms * share, decoder_ms * share)
-            for (ids, frames), share in zip(decoded, shares, strict=True)
+            Transcript(
+                r.text,
+                r.token_ids or [],
+                r.token_frames or [],
+                encoder_ms * share,
+                r.wall_time_s * 1000,
+                None if greedy else r.score,
+                r.stats,
+            )
+            for r, share in zip(self.decoder(log_probs, frame_lengths), shares, strict=True)
         ]

@@ -14,16 +14,11 @@ from pathlib import Path
 
 import sentencepiece as spm
 
-from asr.errors import SpeechpruneError
-from asr.fileio import atomic_open
+from common.errors import SpeechpruneError
+from common.fileio import atomic_open
+from common.units import BLANK_ID, BLANK_PIECE, UNK_ID, UNK_PIECE, normalize_text
 
-BLANK_ID = 0
-BLANK_PIECE = "<blk>"
-
-
-def normalize_text(text: str) -> str:
-    """Lower-case and collapse white space: the form transcripts are trained and scored in."""
-    return " ".join(text.lower().split())
+__all__ = ["Tokenizer", "normalize_text", "train_tokenizer"]
 
 
 class Tokenizer:
@@ -107,7 +102,8 @@ def _train_sentencepiece(sentences: list[str], model: io.BytesIO, model_type: st
         character_coverage=1.0,
         pad_id=BLANK_ID,
         pad_piece=BLANK_PIECE,
-        unk_id=1,
+        unk_id=UNK_ID,
+        unk_piece=UNK_PIECE,
         bos_id=-1,
         eos_id=-1,
         hard_vocab_limit=model_type != "char",

@@ -17,10 +17,10 @@ from asr.checkpoint import save_model
 from asr.config import build_section
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.features import FeatureConfig
-from asr.fileio import write_json
 from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
 from asr.tokenizer import Tokenizer
+from common.fileio import write_json
 
 BEST_MODEL_NAME = "model.pt"
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 
 from asr.audio import load_audio
-from asr.errors import AudioError, SpeechpruneError
 from asr.inference import GREEDY, Transcriber, Transcript
+from common.errors import AudioError, SpeechpruneError
+from common.units import WORD_BOUNDARY
 from decoding.backends import DecoderSettings
-from decoding.prefix_trie import WORD_BOUNDARY
 from decoding.search_stats import aggregate_stats
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")

@@ -23,12 +23,11 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from asr.audio import load_audio
 from asr.checkpoint import load_model
-from asr.data.manifest import read_manifest
-from asr.fileio import write_json
+from asr.inference import DecoderRound, encode_batched, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
-from asr.tokenizer import normalize_text
+from common.fileio import write_json
+from common.measure import interleaved
 from decoding.backends import DecoderSettings, available_backends, make_decoder
 from decoding.entropy import entropy_report
 from decoding.search_stats import aggregate_stats
@@ -37,16 +36,12 @@ from decoding.search_stats import aggregate_stats
 def model_emissions(
     model_path: Path, manifest: Path, limit: int
 ) -> tuple[torch.Tensor, torch.Tensor, list, list]:
-    """Log-probabilities of the first ``limit`` utterances (batched once; decoding is what is timed)."""
+    """Log-probabilities of ``limit`` utterances spread over the manifest (batched once: decoding is what
+    is timed)."""
     loaded = load_model(model_path)
-    utterances = read_manifest(manifest)[:limit]
-    waveforms = [load_audio(u.audio_filepath, loaded.recognizer.sample_rate) for u in utterances]
-    lengths = torch.tensor([w.shape[0] for w in waveforms])
-    with torch.inference_mode():
-        log_probs, frame_lengths = loaded.recognizer(
-            torch.nn.utils.rnn.pad_sequence(waveforms, True), lengths
-        )
-    return log_probs, frame_lengths, [normalize_text(u.text) for u in utterances], loaded.tokenizer.pieces
+    audio = load_evaluation_audio(manifest, loaded.recognizer.sample_rate, limit)
+    log_probs, lengths = stack_emissions(encode_batched(loaded.recognizer, audio.waveforms))
+    return log_probs, lengths, audio.references, loaded.tokenizer.pieces
 
 
 def synthetic_emissions(pieces: list[str], count: int, frames: int = 80, seed: int = 0):
@@ -69,18 +64,11 @@ def synthetic_emissions(pieces: list[str], count: int, frames: int = 80, seed: i
 
 
 def decode_interleaved(decoders: dict, log_probs: torch.Tensor, lengths: torch.Tensor, repeats: int) -> dict:
-    """Run every decoder ``repeats`` times round-robin; keep the last results and all per-utterance times."""
-    times = {name: [[] for _ in range(len(lengths))] for name in decoders}
-    results = {}
-    for _ in range(repeats):
-        for name, decoder in decoders.items():
-            results[name] = decoder(log_probs, lengths)
-            for index, result in enumerate(results[name]):
-                times[name][index].append(result.wall_time_s)
-    return {
-        name: (results[name], statistics.mean(statistics.median(t) for t in times[name]) * 1000)
-        for name in decoders
-    }
+    """Every decoder timed round-robin (:func:`common.measure.interleaved`): last results, mean ms."""
+    emissions = [frames[:n] for frames, n in zip(log_probs, lengths.tolist(), strict=True)]
+    rounds = {name: DecoderRound(decoder, emissions) for name, decoder in decoders.items()}
+    timings = interleaved(rounds, repeats=repeats, warmup=0)
+    return {name: (rounds[name].results, timings[name].mean_ms) for name in decoders}
 
 
 def run(args: argparse.Namespace) -> list[dict]:

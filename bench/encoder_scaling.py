@@ -13,7 +13,6 @@ its weight values, so random weights stand in when no model file is given.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import torch
@@ -22,6 +21,7 @@ from asr.checkpoint import load_model
 from asr.features import FeatureConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
 from asr.recognizer import SpeechRecognizer
+from common.measure import interleaved
 from pruning.cost import encoder_macs_per_second
 from pruning.criteria import MagnitudeCriterion, PruningContext
 from pruning.selection import keep_top_units
@@ -46,8 +46,8 @@ def pruned_recognizers(base: SpeechRecognizer, sparsities: list[float]) -> dict[
 
 
 @torch.inference_mode()
-def time_parts(recognizer: SpeechRecognizer, waveform: torch.Tensor) -> dict[str, float]:
-    """Seconds spent in each part of one forward pass."""
+def time_parts(recognizer: SpeechRecognizer, waveform: torch.Tensor) -> list[float]:
+    """Seconds in each of ``PARTS`` of one forward pass: a round of :func:`common.measure.interleaved`."""
     lengths = torch.tensor([waveform.shape[0]])
     started = time.perf_counter()
     features, frames = recognizer.features(waveform[None], lengths)
@@ -58,7 +58,7 @@ def time_parts(recognizer: SpeechRecognizer, waveform: torch.Tensor) -> dict[str
     *_, hidden = encoder.lstm_outputs(hidden, frames_out.clamp(min=1, max=hidden.shape[1]))
     torch.log_softmax(encoder.head(hidden), dim=-1)
     finished = time.perf_counter()
-    return {"features": featured - started, "conv": convolved - featured, "lstm+head": finished - convolved}
+    return [featured - started, convolved - featured, finished - convolved]
 
 
 def main() -> None:
@@ -100,15 +100,9 @@ def main() -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        times = {s: {p: [] for p in PARTS} for s in models}
-        for round_index in range(args.repeats + 1):  # round 0 warms up
-            for sparsity, model in models.items():
-                parts = time_parts(model, waveform)
-                if round_index:
-                    for part, seconds in parts.items():
-                        times[sparsity][part].append(seconds * 1000)
-        medians = {s: {p: statistics.median(v) for p, v in parts.items()} for s, parts in times.items()}
+        rounds = {s: (lambda m=m: time_parts(m, waveform)) for s, m in models.items()}
+        timings = interleaved(rounds, repeats=args.repeats, threads=threads)
+        medians = {s: dict(zip(PARTS, t.median_ms, strict=True)) for s, t in timings.items()}
         base_sparsity = args.sparsities[0]
         for sparsity, parts in medians.items():
             total = sum(parts.values())

@@ -16,10 +16,10 @@ from decoding.backends import (
 )
 from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult, Hypothesis
 from decoding.entropy import entropy_report, frame_entropy, mean_frame_entropy, tokens_for_mass
-from decoding.frame_pruning import FramePlan, plan_frames
 from decoding.greedy import greedy_decode, greedy_decode_with_timesteps
 from decoding.lm import KenLMLanguageModel, LanguageModel
 from decoding.search_stats import SearchStats, aggregate_stats
+from decoding.token_cutoffs import FramePlan, plan_frames
 
 __all__ = [
     "ArpaSummary",

@@ -33,9 +33,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from asr.errors import SpeechpruneError
-from asr.fileio import atomic_open
-from asr.tokenizer import Tokenizer, normalize_text
+from common.errors import SpeechpruneError
+from common.fileio import atomic_open
+from common.units import normalize_text
+from decoding.vocabulary import PieceVocabulary
 
 BOS, EOS, UNK = "<s>", "</s>", "<unk>"
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)
@@ -63,7 +64,9 @@ class ArpaSummary:
     fallback_orders: tuple[int, ...] = ()
 
 
-def transcript_units(texts: Iterable[str], unit: str, tokenizer: Tokenizer | None = None) -> list[list[str]]:
+def transcript_units(
+    texts: Iterable[str], unit: str, tokenizer: PieceVocabulary | None = None
+) -> list[list[str]]:
     """Split transcripts into LM units: whitespace words, or the tokenizer's pieces (the decoder's units).
 
     Words are normalized like the transcripts the model is trained and scored on, so the LM's words match
@@ -94,7 +97,7 @@ def build_arpa(
     order: int,
     out_path: str | os.PathLike,
     unit: str = "word",
-    tokenizer: Tokenizer | None = None,
+    tokenizer: PieceVocabulary | None = None,
     backend: str = "auto",
 ) -> ArpaSummary:
     """Estimate an interpolated modified Kneser–Ney LM of ``order`` from ``texts`` and write it as ARPA.

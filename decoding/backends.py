@@ -7,7 +7,7 @@ decode the same emissions, and return the same :class:`BackendResult` per uttera
 ``time.perf_counter`` around the backend's decode call for that one utterance.
 
 Each backend maps the knobs it has an exact equivalent for and refuses the others: a knob that is not at
-its neutral value on a backend without it raises :class:`~asr.errors.SpeechpruneError`, because a silently
+its neutral value on a backend without it raises :class:`~common.errors.SpeechpruneError`, because a silently
 ignored knob would make a comparison quietly unfair. The mappings and the semantic differences that remain
 (what the beam width counts, where the LM is queried) are documented on each backend class.
 """
@@ -26,16 +26,16 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from asr.errors import SpeechpruneError
-from asr.fileio import atomic_open
-from asr.tokenizer import Tokenizer
+from common.errors import SpeechpruneError
+from common.fileio import atomic_open
+from common.units import UNK_PIECE, WORD_BOUNDARY
 from decoding._inputs import check_emissions
 from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult
+from decoding.greedy import collapse_path, greedy_decode_with_timesteps
 from decoding.lm import LN_10, KenLMLanguageModel
-from decoding.prefix_trie import WORD_BOUNDARY
 from decoding.search_stats import SearchStats
+from decoding.vocabulary import PieceVocabulary, pieces_of
 
-UNK_PIECE = "<unk>"
 # flashlight's threshold is subtracted from the best score; "off" must stay finite there.
 FLASHLIGHT_NO_THRESHOLD = 1e30
 
@@ -80,17 +80,17 @@ class BackendResult:
 
     Attributes:
         text: words separated by single spaces (pieces joined at "▁", <unk> shown as "⁇").
-        tokens: token ids, blanks removed and repeats collapsed; None where the backend returns only text
-            (pyctcdecode).
-        timesteps: frame at which each token starts; None where ``tokens`` is None.
+        token_ids: token ids, blanks removed and repeats collapsed; None where the backend returns only
+            text (pyctcdecode).
+        token_frames: frame at which each token starts; None where ``token_ids`` is None.
         score: the backend's score of the hypothesis in natural-log units (see each backend for its terms).
         wall_time_s: seconds of the backend's decode call for this utterance alone.
         stats: search statistics, reported by the own decoder only.
     """
 
     text: str
-    tokens: list[int] | None
-    timesteps: list[int] | None
+    token_ids: list[int] | None
+    token_frames: list[int] | None
     score: float
     wall_time_s: float
     stats: SearchStats | None = None
@@ -104,19 +104,6 @@ def pieces_to_text(pieces: Sequence[str], ids: Iterable[int], blank_id: int = 0)
     """
     text = "".join(" ⁇ " if pieces[i] == UNK_PIECE else pieces[i] for i in ids if i != blank_id)
     return " ".join(text.replace(WORD_BOUNDARY, " ").split())
-
-
-def collapse_path(path: Iterable[int], blank_id: int) -> tuple[list[int], list[int]]:
-    """CTC-collapse a frame-level label path into tokens and the frame each token starts at."""
-    tokens: list[int] = []
-    timesteps: list[int] = []
-    previous = blank_id
-    for frame, label in enumerate(path):
-        if label != previous and label != blank_id:
-            tokens.append(label)
-            timesteps.append(frame)
-        previous = label
-    return tokens, timesteps
 
 
 def _require_neutral(backend: str, settings: DecoderSettings, vocab: int, knobs: Iterable[str]) -> None:
@@ -199,6 +186,38 @@ class DecoderBackend(ABC):
         """The best hypothesis of ``raw`` as a :class:`BackendResult`."""
 
 
+class GreedyBackend(DecoderBackend):
+    """Best-path decoding (per-frame argmax, collapse repeats, drop blanks) behind the common interface.
+
+    The cheapest decoder and the reference for beam width 1. Knobs that only prune the beam (width,
+    threshold) or the tokens tried (top-n, cutoff_prob and token_min_logp all keep the best token) cannot
+    change its result and are not read; blank skipping, an LM and a lexicon would, so it refuses them
+    rather than ignore them.
+    """
+
+    name = "greedy"
+    install_hint = "it is part of speechprune"
+    REFUSED_KNOBS: ClassVar[list[str]] = ["blank_skip_threshold", "beta", "lexicon_path"]
+
+    @staticmethod
+    def _library() -> Any:
+        return greedy_decode_with_timesteps
+
+    def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
+        super().__init__(pieces, settings)
+        _require_neutral(self.name, settings, len(self.pieces), self.REFUSED_KNOBS)
+        if settings.lm_path is not None:
+            raise SpeechpruneError("greedy decoding uses no language model: choose a beam-search decoder")
+
+    def _search(self, frames: Tensor) -> tuple[list[int], list[int]]:
+        return collapse_path(frames.argmax(dim=-1).tolist(), self.blank_id)
+
+    def _result(self, raw: tuple[list[int], list[int]], wall_time_s: float) -> BackendResult:
+        token_ids, token_frames = raw
+        text = pieces_to_text(self.pieces, token_ids, self.blank_id)
+        return BackendResult(text, token_ids, token_frames, 0.0, wall_time_s)
+
+
 class OwnBackend(DecoderBackend):
     """The project's prefix beam search (:class:`CTCBeamSearchDecoder`), the only one reporting stats.
 
@@ -227,8 +246,8 @@ class OwnBackend(DecoderBackend):
 
     def _result(self, raw: DecodeResult, wall_time_s: float) -> BackendResult:
         best = raw.best
-        text = pieces_to_text(self.pieces, best.tokens, self.blank_id)
-        return BackendResult(text, best.tokens, best.timesteps, best.score, wall_time_s, raw.stats)
+        text = pieces_to_text(self.pieces, best.token_ids, self.blank_id)
+        return BackendResult(text, best.token_ids, best.token_frames, best.score, wall_time_s, raw.stats)
 
 
 def lexicon_silence(pieces: Sequence[str]) -> str:
@@ -244,7 +263,7 @@ def lexicon_silence(pieces: Sequence[str]) -> str:
     raise SpeechpruneError(f"flashlight's lexicon decoder needs a '{WORD_BOUNDARY}' or '{UNK_PIECE}' piece")
 
 
-def write_lexicon(path: str | Path, words: Iterable[str], tokenizer: Tokenizer) -> Path:
+def write_lexicon(path: str | Path, words: Iterable[str], tokenizer: PieceVocabulary) -> Path:
     """Write a flashlight lexicon spelling each word in the tokenizer's pieces, as the model emits it.
 
     A leading piece that is the lexicon's silence (:func:`lexicon_silence`) is left out, since the
@@ -343,12 +362,12 @@ class FlashlightBackend(DecoderBackend):
 
     def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
         # The path holds one label per frame between the start and the end state.
-        tokens, timesteps = collapse_path(list(raw.tokens)[1:-1], self.blank_id)
+        token_ids, token_frames = collapse_path(list(raw.tokens)[1:-1], self.blank_id)
         if self.settings.lexicon_path is None:
-            text = pieces_to_text(self.pieces, tokens, self.blank_id)
+            text = pieces_to_text(self.pieces, token_ids, self.blank_id)
         else:
             text = " ".join(self._decoder.word_dict.get_entry(word) for word in raw.words if word >= 0)
-        return BackendResult(text, tokens, timesteps, float(raw.score), wall_time_s)
+        return BackendResult(text, token_ids, token_frames, float(raw.score), wall_time_s)
 
 
 def _word_labels(pieces: Sequence[str], blank_id: int, blank_label: str) -> tuple[list[str], bool]:
@@ -443,7 +462,7 @@ class PyCTCDecodeBackend(DecoderBackend):
 
     Differences: pyctcdecode has no top-n or cumulative-probability cutoff and clips log-probabilities
     at log(1e-15); it keeps a prefix ending in blank and in a token as two beam entries. It returns text
-    only, so ``tokens`` and ``timesteps`` are None. Score: pyctcdecode's combined score (acoustic +
+    only, so ``token_ids`` and ``token_frames`` are None. Score: pyctcdecode's combined score (acoustic +
     alpha * natural-log LM + beta per word).
     """
 
@@ -491,20 +510,21 @@ class PyCTCDecodeBackend(DecoderBackend):
 
 
 _BACKENDS: dict[str, type[DecoderBackend]] = {
-    backend.name: backend for backend in (OwnBackend, FlashlightBackend, CTCDecodeBackend, PyCTCDecodeBackend)
+    backend.name: backend
+    for backend in (GreedyBackend, OwnBackend, FlashlightBackend, CTCDecodeBackend, PyCTCDecodeBackend)
 }
 BACKEND_NAMES = tuple(_BACKENDS)
 
 
 def available_backends() -> list[str]:
-    """Names of the backends whose libraries can be imported here, own first."""
+    """Names of the backends whose libraries can be imported here, greedy and own first."""
     return [name for name, backend in _BACKENDS.items() if backend.import_error() is None]
 
 
 def make_decoder(
-    name: str, tokens: Sequence[str] | Tokenizer, settings: DecoderSettings | None = None
+    name: str, vocabulary: Sequence[str] | PieceVocabulary, settings: DecoderSettings | None = None
 ) -> DecoderBackend:
-    """Build backend ``name`` over the vocabulary ``tokens`` (pieces by id, or the tokenizer itself).
+    """Build backend ``name`` over ``vocabulary`` (the pieces by id, or a tokenizer that has them).
 
     Raises :class:`SpeechpruneError` naming the backend for an unknown or unavailable one (with how to get
     it), naming the file for a missing LM or lexicon, and naming the knob for a setting the backend
@@ -520,5 +540,4 @@ def make_decoder(
     for label, path in (("language model", settings.lm_path), ("lexicon", settings.lexicon_path)):
         if path is not None and not path.is_file():
             raise SpeechpruneError(f"{path}: no such {label} file")
-    pieces = tokens.pieces if isinstance(tokens, Tokenizer) else list(tokens)
-    return backend(pieces, settings)
+    return backend(pieces_of(vocabulary), settings)

@@ -5,7 +5,7 @@ those ending in its last token (``p_nb``). The split is what lets "a <blank> a" 
 "a a" collapses to "a": a repeated token may only start a new label from ``p_b``.
 
 The per-frame work is two small functions over plain Python dicts and floats, ``_extend`` and ``_prune``,
-with the cutoffs precomputed by :mod:`decoding.frame_pruning`; they are the part to move to compiled code.
+with the cutoffs precomputed by :mod:`decoding.token_cutoffs`; they are the part to move to compiled code.
 Every decode returns :class:`~decoding.search_stats.SearchStats` with its per-frame work, because pruning
 the encoder is paid for here, in the search, and that cost is a result in its own right.
 """
@@ -22,10 +22,10 @@ import torch
 from torch import Tensor
 
 from decoding._inputs import check_blank_id, check_emissions
-from decoding.frame_pruning import FramePlan, plan_frames
 from decoding.lm import LanguageModel
 from decoding.prefix_trie import ROOT, PrefixTrie
 from decoding.search_stats import PER_FRAME_FIELDS, SearchStats
+from decoding.token_cutoffs import FramePlan, plan_frames
 
 NEG_INF = float("-inf")
 
@@ -123,16 +123,16 @@ class Hypothesis:
     """One decoded label sequence.
 
     Attributes:
-        tokens: token ids, blanks removed and repeats collapsed.
-        timesteps: frame at which each token starts (its most probable entry into the prefix).
+        token_ids: token ids, blanks removed and repeats collapsed.
+        token_frames: frame at which each token starts (its most probable entry into the prefix).
         score: ``acoustic_score + lm_score``, the quantity the n-best list is sorted by.
         acoustic_score: natural-log CTC probability of the sequence, summed over the alignments the
             search kept.
         lm_score: fused LM term, alpha * LM log-prob (end of sentence included) + beta * words or units.
     """
 
-    tokens: list[int]
-    timesteps: list[int]
+    token_ids: list[int]
+    token_frames: list[int]
     score: float
     acoustic_score: float
     lm_score: float
@@ -260,7 +260,7 @@ class CTCBeamSearchDecoder:
     Args:
         config: search options.
         lm: language model for shallow fusion; ``alpha`` and ``beta`` require one.
-        tokens: vocabulary pieces (index -> SentencePiece piece); required with an LM, which is queried
+        pieces: vocabulary pieces (index -> SentencePiece piece); required with an LM, which is queried
             with pieces (unit-level) or with words assembled from them (word-level).
     """
 
@@ -268,23 +268,23 @@ class CTCBeamSearchDecoder:
         self,
         config: BeamSearchConfig | None = None,
         lm: LanguageModel | None = None,
-        tokens: list[str] | None = None,
+        pieces: list[str] | None = None,
     ) -> None:
         self.config = config if config is not None else BeamSearchConfig()
         if lm is None and (self.config.alpha != 0.0 or self.config.beta != 0.0):
             raise ValueError("alpha and beta weight a language model: pass lm or set them to 0")
-        if lm is not None and tokens is None:
-            raise ValueError("tokens are required with an lm, to turn token ids into LM units")
+        if lm is not None and pieces is None:
+            raise ValueError("pieces are required with an lm, to turn token ids into LM units")
         self.lm = lm
-        self.tokens = tokens
+        self.pieces = pieces
 
     def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[DecodeResult]:
         """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths."""
         valid = check_emissions(log_probs, lengths)
         vocab = log_probs.shape[2]
         check_blank_id(self.config.blank_id, vocab)
-        if self.tokens is not None and len(self.tokens) != vocab:
-            raise ValueError(f"tokens has {len(self.tokens)} entries but log_probs has vocab {vocab}")
+        if self.pieces is not None and len(self.pieces) != vocab:
+            raise ValueError(f"pieces has {len(self.pieces)} entries but log_probs has vocab {vocab}")
         emissions = log_probs.detach().to(device="cpu", dtype=torch.float32)
         return [self._decode_one(emissions[i, :length]) for i, length in enumerate(valid)]
 
@@ -301,7 +301,7 @@ class CTCBeamSearchDecoder:
             token_min_logp=config.token_min_logp,
             blank_skip_threshold=config.blank_skip_threshold,
         )
-        trie = PrefixTrie(vocab, self.lm, self.tokens, config.alpha, config.beta)
+        trie = PrefixTrie(vocab, self.lm, self.pieces, config.alpha, config.beta)
         beam, counts = self._search(plan, trie)
         queries_before_final = trie.lm_queries
         hypotheses = self._finish(beam, trie)
@@ -345,7 +345,7 @@ class CTCBeamSearchDecoder:
         for node, p_b in beam.blank.items():
             acoustic = logaddexp(p_b, beam.label[node])
             lm_score = trie.final_fusion(node)
-            tokens, timesteps = trie.path(node)
-            hypotheses.append(Hypothesis(tokens, timesteps, acoustic + lm_score, acoustic, lm_score))
+            token_ids, token_frames = trie.path(node)
+            hypotheses.append(Hypothesis(token_ids, token_frames, acoustic + lm_score, acoustic, lm_score))
         hypotheses.sort(key=lambda h: h.score, reverse=True)
         return hypotheses[: self.config.nbest]

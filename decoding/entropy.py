@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from common.masks import valid_frame_mask
 from decoding._inputs import check_blank_id, check_emissions
 
 
@@ -53,10 +54,7 @@ def mean_frame_entropy(log_probs: Tensor, lengths: Tensor) -> Tensor:
     The batched form of :func:`frame_entropy` for training: logged every validation, and the quantity the
     entropy regularizer of decoder-aware pruning penalizes.
     """
-    mask = (
-        torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
-        < lengths.to(log_probs.device)[:, None]
-    )
+    mask = valid_frame_mask(lengths.to(log_probs.device), log_probs.shape[1])
     return (_entropy(log_probs) * mask).sum() / mask.sum().clamp(min=1)
 
 

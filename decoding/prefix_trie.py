@@ -10,9 +10,9 @@ distinct completed words in context) the search had to score.
 
 from __future__ import annotations
 
+from common.units import WORD_BOUNDARY
 from decoding.lm import LanguageModel
 
-WORD_BOUNDARY = "▁"
 ROOT = 0
 
 

@@ -22,9 +22,9 @@ import lightning as L
 import torch
 
 from asr.checkpoint import save_model
-from asr.errors import SpeechpruneError
-from asr.fileio import write_json
 from asr.models.lstm_ctc import count_parameters
+from common.errors import SpeechpruneError
+from common.fileio import write_json
 from pruning.criteria import Criterion, PruningContext
 from pruning.schedules import ScheduleConfig, pruning_events, total_epochs
 from pruning.selection import keep_top_units

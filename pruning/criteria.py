@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.errors import SpeechpruneError
 from asr.models.lstm_ctc import LSTMCTCEncoder
+from common.errors import SpeechpruneError
+from common.masks import valid_frame_mask
 from pruning.structure import GATES_PER_UNIT, conv_layers, unit_groups
 from pruning.vib import gates_of
 
@@ -130,7 +131,7 @@ class EnergyCriterion(Criterion):
                 conv_index += 1
         features, lengths = encoder.frontend(context.features, context.lengths)
         lengths = lengths.clamp(min=1, max=features.shape[1])
-        mask = (torch.arange(features.shape[1])[None, :] < lengths[:, None]).to(features.dtype)
+        mask = valid_frame_mask(lengths, features.shape[1]).to(features.dtype)
         directions = encoder.config.directions
         for i, hidden in enumerate(encoder.lstm_outputs(features, lengths)):
             maps = (hidden * mask[..., None]).permute(2, 0, 1)  # (units, batch, frames)

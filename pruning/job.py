@@ -20,10 +20,10 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from asr.augment import AugmentConfig
 from asr.config import build_section
 from asr.data.datamodule import DataConfig, SpeechDataModule
-from asr.errors import SpeechpruneError
-from asr.fileio import write_json
 from asr.lightning_module import CTCModule, OptimConfig
 from asr.training import build_trainer, fit_resuming
+from common.errors import SpeechpruneError
+from common.fileio import write_json
 from pruning.callback import StructuredPruning
 from pruning.criteria import make_criterion
 from pruning.regularizers import EntropyRegularizer, EntropyRegularizerConfig

@@ -18,9 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import lightning as L
-import torch
 from torch import Tensor
 
+from common.masks import valid_frame_mask
 from decoding.entropy import mean_frame_entropy
 
 REGULARIZER_KINDS = ("frame_entropy", "nonblank_entropy", "tail_mass")
@@ -50,10 +50,7 @@ class EntropyRegularizerConfig:
 
 
 def _valid_frames(log_probs: Tensor, lengths: Tensor) -> Tensor:
-    return (
-        torch.arange(log_probs.shape[1], device=log_probs.device)[None, :]
-        < lengths.to(log_probs.device)[:, None]
-    )
+    return valid_frame_mask(lengths.to(log_probs.device), log_probs.shape[1])
 
 
 def nonblank_entropy(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> Tensor:

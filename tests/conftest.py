@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr.cli import main
 from asr.data.connected import CompositionConfig
 from asr.data.fsdd import SplitRule, shared_fsdd_fallback
 from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
+from speechprune.cli import main
 
 SAMPLE_RATE = 8000
 # DTMF-like: each digit is a chord of two tones, which a tiny model can learn to tell apart

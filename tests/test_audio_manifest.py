@@ -10,7 +10,7 @@ import soundfile
 
 from asr.audio import audio_duration, load_audio, write_wav
 from asr.data.manifest import Utterance, read_manifest, write_manifest
-from asr.errors import AudioError, ManifestError
+from common.errors import AudioError, ManifestError
 from tests.conftest import write_bad_audio_files
 
 

@@ -11,7 +11,7 @@ from asr.data.connected import CompositionConfig
 from asr.data.fsdd import SplitRule, list_recordings, locate_fsdd
 from asr.data.manifest import read_manifest
 from asr.data.prepare_fsdd import FsddCorpusConfig, assign_splits, plan_corpus, prepare_fsdd_corpus
-from asr.errors import SpeechpruneError
+from common.errors import SpeechpruneError
 
 SMALL = dict(train_count=60, valid_count=12, test_count=12, test_speaker_count=12, tts_count=0)
 

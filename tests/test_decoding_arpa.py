@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.errors import SpeechpruneError
 from asr.tokenizer import Tokenizer, train_tokenizer
+from common.errors import SpeechpruneError
 from decoding import KenLMLanguageModel, build_arpa
 from decoding.arpa import FALLBACK_DISCOUNTS, estimate_discounts
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from asr.errors import SpeechpruneError
 from asr.tokenizer import Tokenizer, train_tokenizer
+from common.errors import SpeechpruneError
 from decoding import (
     BackendResult,
     DecoderSettings,
@@ -88,7 +88,7 @@ def test_own_decoder_reads_the_words_and_reports_stats(own_results, peaky):
     for result, length in zip(own_results, lengths.tolist(), strict=True):
         assert result.stats is not None and result.stats.frames == length
         assert 0 < result.wall_time_s and result.stats.wall_time_s <= result.wall_time_s
-        assert len(result.tokens) == len(result.timesteps)
+        assert len(result.token_ids) == len(result.token_frames)
 
 
 @pytest.mark.parametrize("name", ["flashlight", "pyctcdecode"])
@@ -105,12 +105,12 @@ def test_backends_agree_with_the_own_decoder_without_lm(name, tokenizer, peaky, 
     assert statistics.median(scores) < 0.05  # both sum the alignments of the best prefix
     if name == "flashlight":  # exact token ids and start frames, not just text
         same = sum(
-            (ours.tokens, ours.timesteps) == (theirs.tokens, theirs.timesteps)
+            (ours.token_ids, ours.token_frames) == (theirs.token_ids, theirs.token_frames)
             for ours, theirs in zip(own_results, results, strict=True)
         )
         assert same >= 0.98 * UTTERANCES
     else:
-        assert all(result.tokens is None and result.timesteps is None for result in results)
+        assert all(result.token_ids is None and result.token_frames is None for result in results)
 
 
 def test_ctcdecode_agrees_with_the_own_decoder(tokenizer, peaky, own_results):
@@ -132,7 +132,7 @@ def test_zero_length_and_padded_utterances(name, tokenizer, peaky):
     padded = log_probs[:2].clone()
     padded[0, lengths[0] :] = log_probs[1, : padded.shape[1] - lengths[0]]
     empty, full = decoder(padded, torch.tensor([0, int(lengths[1])]))
-    assert empty.text == "" and empty.tokens in ([], None)
+    assert empty.text == "" and empty.token_ids in ([], None)
     assert full.text == texts[1]
     assert decoder(padded[:1], lengths[:1])[0].text == texts[0]
 
@@ -193,7 +193,7 @@ def test_unavailable_backend_is_named_with_how_to_get_it(tokenizer, monkeypatch)
         raise ImportError("No module named 'pyctcdecode'")
 
     monkeypatch.setattr(PyCTCDecodeBackend, "_library", staticmethod(missing))
-    assert "pyctcdecode" not in available_backends() and available_backends()[0] == "own"
+    assert "pyctcdecode" not in available_backends() and available_backends()[:2] == ["greedy", "own"]
     with pytest.raises(SpeechpruneError, match=r"'pyctcdecode' is unavailable.*pip install pyctcdecode"):
         make_decoder("pyctcdecode", tokenizer)
 

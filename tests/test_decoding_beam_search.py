@@ -94,7 +94,7 @@ def test_wide_beam_equals_exhaustive_search(frames, vocab, seed):
     exact = _exhaustive(log_probs[0])
     nbest = min(5, len(exact))
     result = _decode(log_probs, beam_width=200, nbest=nbest)[0]
-    assert [tuple(h.tokens) for h in result.hypotheses] == [labels for _, labels in exact[:nbest]]
+    assert [tuple(h.token_ids) for h in result.hypotheses] == [labels for _, labels in exact[:nbest]]
     for hypothesis, (score, _) in zip(result.hypotheses, exact, strict=False):
         assert hypothesis.score == pytest.approx(score, abs=1e-5)
         assert hypothesis.acoustic_score == hypothesis.score
@@ -105,7 +105,7 @@ def test_nonzero_blank_id_equals_exhaustive_search():
     log_probs = _random(7, 1, 5, 3, scale=1.5)
     exact = _exhaustive(log_probs[0], blank_id=2)
     best = _decode(log_probs, beam_width=200, blank_id=2)[0].best
-    assert tuple(best.tokens) == exact[0][1]
+    assert tuple(best.token_ids) == exact[0][1]
     assert best.score == pytest.approx(exact[0][0], abs=1e-5)
 
 
@@ -140,7 +140,7 @@ def test_pruned_search_equals_textbook_implementation(beam_width):
     results = _decode(log_probs, beam_width=beam_width)
     for result, utterance in zip(results, log_probs, strict=True):
         score, prefix = _textbook_prefix_beam_search(utterance, beam_width)
-        assert tuple(result.best.tokens) == prefix
+        assert tuple(result.best.token_ids) == prefix
         assert result.best.score == pytest.approx(score, abs=1e-6)
 
 
@@ -154,14 +154,14 @@ def test_beam_width_one_equals_greedy_on_peaky_emissions(seed):
     lengths = torch.tensor([40, 25, 0])
     results = _decode(log_probs, lengths, beam_width=1)
     expected = greedy_decode_with_timesteps(log_probs, lengths)
-    assert [(r.best.tokens, r.best.timesteps) for r in results] == expected
+    assert [(r.best.token_ids, r.best.token_frames) for r in results] == expected
 
 
 def test_cutoff_top_n_one_keeps_one_token_per_frame_and_follows_the_best_path():
     log_probs = _random(3, 2, 30, 6, scale=2.0)
     lengths = torch.tensor([30, 17])
     results = _decode(log_probs, lengths, beam_width=8, cutoff_top_n=1)
-    assert [r.best.tokens for r in results] == greedy_decode(log_probs, lengths)
+    assert [r.best.token_ids for r in results] == greedy_decode(log_probs, lengths)
     for result, length in zip(results, lengths.tolist(), strict=True):
         assert result.stats.tokens_kept.tolist() == [1] * length
 
@@ -172,19 +172,19 @@ def test_cutoff_top_n_one_keeps_one_token_per_frame_and_follows_the_best_path():
 def test_zero_length_and_all_blank_give_empty_hypotheses():
     log_probs = _frames([0.9, 0.05, 0.05], [0.8, 0.1, 0.1], [0.95, 0.03, 0.02]).repeat(2, 1, 1)
     zero, blank = _decode(log_probs, torch.tensor([0, 3]), beam_width=4, nbest=2)
-    assert zero.best.tokens == [] and zero.best.score == 0.0 and len(zero.hypotheses) == 1
+    assert zero.best.token_ids == [] and zero.best.score == 0.0 and len(zero.hypotheses) == 1
     assert zero.stats.frames == 0 and zero.stats.to_dict()["active_mean"] == 0.0
-    assert blank.best.tokens == []
+    assert blank.best.token_ids == []
     assert blank.best.acoustic_score == pytest.approx(math.log(0.9 * 0.8 * 0.95), abs=1e-6)
     assert len(blank.hypotheses) == 2
 
 
 def test_repeats_collapse_unless_separated_by_blank():
     a, blank = [0.02, 0.96, 0.02], [0.96, 0.02, 0.02]
-    assert _decode(_frames(a, blank, a), beam_width=8)[0].best.tokens == [1, 1]
-    assert _decode(_frames(a, a), beam_width=8)[0].best.tokens == [1]
+    assert _decode(_frames(a, blank, a), beam_width=8)[0].best.token_ids == [1, 1]
+    assert _decode(_frames(a, a), beam_width=8)[0].best.token_ids == [1]
     best = _decode(_frames(a, a, blank, blank, a), beam_width=8)[0].best
-    assert (best.tokens, best.timesteps) == ([1, 1], [0, 4])
+    assert (best.token_ids, best.token_frames) == ([1, 1], [0, 4])
 
 
 def test_padding_frames_are_ignored():
@@ -193,14 +193,16 @@ def test_padding_frames_are_ignored():
     padded[0, 12:] = _random(6, 1, 8, 5, scale=5.0)[0]
     short = _decode(log_probs[:1, :12], beam_width=6, nbest=3)[0]
     masked = _decode(padded, torch.tensor([12, 20]), beam_width=6, nbest=3)[0]
-    assert [(h.tokens, h.score) for h in short.hypotheses] == [(h.tokens, h.score) for h in masked.hypotheses]
+    assert [(h.token_ids, h.score) for h in short.hypotheses] == [
+        (h.token_ids, h.score) for h in masked.hypotheses
+    ]
 
 
 def test_nbest_is_sorted_and_distinct():
     result = _decode(_random(4, 1, 15, 5, scale=1.0), beam_width=10, nbest=10)[0]
     scores = [h.score for h in result.hypotheses]
     assert len(scores) == 10 and scores == sorted(scores, reverse=True)
-    assert len({tuple(h.tokens) for h in result.hypotheses}) == 10
+    assert len({tuple(h.token_ids) for h in result.hypotheses}) == 10
 
 
 # --- pruning knobs and statistics ---------------------------------------------------------------------------
@@ -263,7 +265,7 @@ def test_blank_skip_skips_confident_blank_frames_and_keeps_repeats_apart():
     assert skipping.stats.skipped.tolist() == [0, 1, 0, 0, 1, 1, 0]
     assert skipping.stats.frames_skipped == 3 and skipping.stats.frames_decoded == 4
     assert skipping.stats.tokens_kept[1] == 0 and skipping.stats.extensions[1] == 0
-    assert skipping.best.tokens == plain.best.tokens == [1, 1, 1]
+    assert skipping.best.token_ids == plain.best.token_ids == [1, 1, 1]
     assert skipping.best.score == pytest.approx(plain.best.score, abs=0.05)
 
 
@@ -356,12 +358,12 @@ def _one_then_ambiguous(then_one: bool) -> torch.Tensor:
 def test_word_lm_flips_an_ambiguous_word(kenlm_model, then_one):
     log_probs = _one_then_ambiguous(then_one)
     lengths = torch.tensor([log_probs.shape[1]])
-    acoustic = CTCBeamSearchDecoder(BeamSearchConfig(beam_width=8), tokens=PIECES)(log_probs, lengths)[0]
-    assert acoustic.best.tokens[:3] == [1, 2, 4]
+    acoustic = CTCBeamSearchDecoder(BeamSearchConfig(beam_width=8), pieces=PIECES)(log_probs, lengths)[0]
+    assert acoustic.best.token_ids[:3] == [1, 2, 4]
     decoder = CTCBeamSearchDecoder(BeamSearchConfig(beam_width=8, alpha=1.0, beta=0.5), kenlm_model, PIECES)
     fused = decoder(log_probs, lengths)[0]
-    assert fused.best.tokens[:3] == [1, 2, 3]
-    assert len(fused.best.tokens) == (4 if then_one else 3)
+    assert fused.best.token_ids[:3] == [1, 2, 3]
+    assert len(fused.best.token_ids) == (4 if then_one else 3)
     assert fused.best.score == pytest.approx(fused.best.acoustic_score + fused.best.lm_score)
     assert fused.best.acoustic_score < acoustic.best.acoustic_score
     assert fused.stats.total_lm_queries == kenlm_model.queries > 0
@@ -404,16 +406,16 @@ def test_unit_lm_is_queried_per_unit_and_flips_the_choice():
     result = CTCBeamSearchDecoder(BeamSearchConfig(beam_width=4, alpha=1.0), lm, ["<blk>", "a", "b"])(
         log_probs, torch.tensor([2])
     )[0]
-    assert _decode(log_probs, beam_width=4)[0].best.tokens == [1]
-    assert result.best.tokens == [2]
+    assert _decode(log_probs, beam_width=4)[0].best.token_ids == [1]
+    assert result.best.token_ids == [2]
     assert result.best.lm_score == pytest.approx(math.log(0.9))
     assert result.stats.lm_queries.tolist()[0] == 2 and result.stats.total_lm_queries == lm.queries
 
 
-def test_lm_needs_tokens(kenlm_model):
-    with pytest.raises(ValueError, match="tokens"):
+def test_lm_needs_pieces(kenlm_model):
+    with pytest.raises(ValueError, match="pieces"):
         CTCBeamSearchDecoder(BeamSearchConfig(alpha=1.0), kenlm_model)
-    with pytest.raises(ValueError, match="tokens"):
+    with pytest.raises(ValueError, match="pieces"):
         CTCBeamSearchDecoder(BeamSearchConfig(alpha=1.0), kenlm_model, PIECES[:3])(
             torch.zeros(1, 2, 5), torch.tensor([2])
         )
@@ -448,7 +450,7 @@ def test_agrees_with_flashlight_lexicon_free_decoder():
     ours = _decode(log_probs, lengths, beam_width=16, cutoff_top_n=vocab, beam_threshold=50.0)
     theirs = flashlight(log_probs, lengths)
     agree = sum(
-        r.best.tokens == [t for t in h[0].tokens.tolist() if t != 1]
+        r.best.token_ids == [t for t in h[0].tokens.tolist() if t != 1]
         for r, h in zip(ours, theirs, strict=True)
     )
     assert agree >= 98

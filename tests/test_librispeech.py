@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr.cli import main
 from asr.data.librispeech import prepare_subset
 from asr.data.manifest import read_manifest
-from asr.errors import SpeechpruneError
+from common.errors import SpeechpruneError
+from speechprune.cli import main
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "librispeech" / "run.sh"
 TEXTS = ["HELLO WORLD", "PRUNING KEEPS THE DECODER FAST", "ONE TWO THREE"]

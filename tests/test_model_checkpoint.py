@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from asr.checkpoint import load_model, save_model
-from asr.errors import SpeechpruneError
 from asr.features import FeatureConfig
 from asr.models.lstm_ctc import EncoderConfig, LSTMCTCEncoder, count_parameters
 from asr.recognizer import SpeechRecognizer
 from asr.tokenizer import train_tokenizer
+from common.errors import SpeechpruneError
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from asr.checkpoint import load_model
-from asr.cli import main
 from pruning.job import prune
+from speechprune.cli import main
 from tests.conftest import prune_config
 
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from asr.cli import main
 from pruning.job import prune
-from pruning.plots import pareto_front
-from pruning.study import collect_models, decoder_specs, run_study, tune_decoders
+from speechprune.cli import main
+from speechprune.study.models import collect_models
+from speechprune.study.plots import pareto_front
+from speechprune.study.run import run_study
+from speechprune.study.tuning import decoder_specs, tune_decoders
 from tests.conftest import prune_config
 
 
@@ -71,6 +73,7 @@ def test_study_measures_every_model_with_every_decoder(tiny_corpus, base_model, 
         greedy_manifests=[tiny_corpus["test_speaker"]],
     )
     assert len(rows) == 12
+    rows = [r.to_flat() for r in rows]
     by_model = {r["model"]: r for r in rows if r["decoder"] == "own"}
     assert by_model["mnp-ent1-s50"]["parameters"] < by_model["unpruned"]["parameters"]
     assert by_model["mnp-ent1-s50"]["macs_per_second"] < by_model["unpruned"]["macs_per_second"]

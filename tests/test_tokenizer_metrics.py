@@ -5,9 +5,9 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from asr.errors import SpeechpruneError
 from asr.metrics import error_counts
 from asr.tokenizer import BLANK_ID, Tokenizer, train_tokenizer
+from common.errors import SpeechpruneError
 
 TEXTS = ["one two three", "zero nine eight seven", "six five four", "one one two", "seven"] * 20
 

@@ -15,11 +15,11 @@ import torch
 
 from asr.audio import load_audio
 from asr.checkpoint import load_model
-from asr.cli import main
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.inference import Transcriber
 from asr.metrics import error_counts
 from asr.training import train
+from speechprune.cli import main
 from tests.conftest import tiny_config, write_bad_audio_files
 
 EPOCHS = 20
@@ -124,7 +124,7 @@ def test_ddp_training_on_two_cpu_processes(tiny_corpus, tmp_path):
         [
             sys.executable,
             "-m",
-            "asr.cli",
+            "speechprune",
             "train",
             "--config",
             str(config_path),

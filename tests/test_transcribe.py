@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import soundfile
 
-from asr.cli import main
 from asr.data.manifest import read_manifest
 from asr.transcribe import expand_inputs, word_timings
+from speechprune.cli import main
 from tests.conftest import write_bad_audio_files
 
 

@@ -16,7 +16,7 @@ from asr.data.tts import (  # noqa: E402
     english_voice_variants,
     random_voice_settings,
 )
-from asr.errors import SpeechpruneError  # noqa: E402
+from common.errors import SpeechpruneError  # noqa: E402
 
 TEXT = "three one four"
 

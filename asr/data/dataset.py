@@ -10,8 +10,8 @@ from torch.utils.data import Dataset
 
 from asr.audio import audio_duration, load_audio
 from asr.data.manifest import Utterance
-from asr.errors import AudioError, ManifestError
 from asr.tokenizer import Tokenizer
+from common.errors import AudioError, ManifestError
 
 
 @dataclass

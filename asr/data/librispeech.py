@@ -19,7 +19,7 @@ import soundfile
 from tqdm import tqdm
 
 from asr.data.manifest import Utterance, write_manifest
-from asr.errors import SpeechpruneError
+from common.errors import SpeechpruneError
 
 SUBSETS = (
     "train-clean-100",

@@ -11,8 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from asr.errors import ManifestError
-from asr.fileio import atomic_open
+from common.errors import ManifestError
+from common.fileio import atomic_open
 
 
 @dataclass(frozen=True)

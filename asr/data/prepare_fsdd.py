@@ -24,8 +24,8 @@ from asr.audio import audio_duration, load_audio, write_wav
 from asr.data.connected import CompositionConfig, UtterancePlan, plan_split, render, render_plan, stable_seed
 from asr.data.fsdd import DIGIT_WORDS, Recording, SplitRule, list_recordings
 from asr.data.manifest import Utterance, write_manifest
-from asr.errors import SpeechpruneError
-from asr.fileio import write_json
+from common.errors import SpeechpruneError
+from common.fileio import write_json
 
 REAL_SPLITS = ("train", "valid", "test", "test_speaker")
 

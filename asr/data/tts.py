@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from asr.errors import SpeechpruneError
+from common.errors import SpeechpruneError
 
 _AUDIO_OUTPUT_SYNCHRONOUS = 2  # espeak_Synth returns once the callback has received every sample
 _INITIALIZE_DONT_EXIT = 0x8000  # without it the library calls exit() when its data cannot be read

@@ -1,4 +1,4 @@
-"""Plots and a Markdown table of a pruning study (rows from :func:`pruning.study.run_study`).
+"""Plots of a pruning study (rows from :func:`speechprune.study.run.run_study`).
 
 One message per plot: what pruning does to decoder time (with and without the regularizer), which models
 are worth deploying (WER vs end-to-end latency), where the time goes (encoder vs decoder), and whether
@@ -16,18 +16,19 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from asr.fileio import atomic_open  # noqa: E402
+from common.fileio import atomic_open  # noqa: E402
+from speechprune.study.rows import StudyRow  # noqa: E402
 
-Row = dict[str, Any]
+Row = StudyRow
 PRIMARY_DECODER = "flashlight"
 
 
 def _series_key(row: Row) -> str:
-    if row["method"] == "unpruned":
+    if row.is_unpruned:
         return "unpruned"
-    if row["regularizer_weight"] == 0:
-        return f"{row['method']}, vanilla"
-    return f"{row['method']}, {row['regularizer']} λ={row['regularizer_weight']:g}"
+    if row.regularizer_weight == 0:
+        return f"{row.method}, vanilla"
+    return f"{row.method}, {row.regularizer} λ={row.regularizer_weight:g}"
 
 
 def _save(figure: plt.Figure, path: Path) -> Path:
@@ -40,12 +41,12 @@ def _save(figure: plt.Figure, path: Path) -> Path:
 
 def _by_series(rows: list[Row], decoder: str) -> dict[str, list[Row]]:
     series: dict[str, list[Row]] = defaultdict(list)
-    base = [r for r in rows if r["decoder"] == decoder and r["method"] == "unpruned"]
+    base = [r for r in rows if r.decoder == decoder and r.is_unpruned]
     for row in rows:
-        if row["decoder"] == decoder and row["method"] != "unpruned":
+        if row.decoder == decoder and not row.is_unpruned:
             series[_series_key(row)].append(row)
     for key in series:  # every curve starts at the unpruned model
-        series[key] = sorted(base + series[key], key=lambda r: r["lstm_sparsity"])
+        series[key] = sorted(base + series[key], key=lambda r: r.lstm_sparsity)
     return dict(sorted(series.items()))
 
 
@@ -54,13 +55,13 @@ def _style(series: list[Row]) -> dict[str, Any]:
     pruned = series[-1]
     markers = {"mnp": "o", "vib": "s", "energy": "^", "random": "x"}
     return {
-        "linestyle": "--" if pruned["regularizer_weight"] == 0 else "-",
-        "marker": markers.get(pruned["method"], "d"),
+        "linestyle": "--" if pruned.regularizer_weight == 0 else "-",
+        "marker": markers.get(pruned.method, "d"),
     }
 
 
 def plot_decoder_time(rows: list[Row], out: Path) -> Path:
-    decoders = sorted({r["decoder"] for r in rows})
+    decoders = sorted({r.decoder for r in rows})
     columns = min(3, len(decoders))
     grid_rows = -(-len(decoders) // columns)
     figure, axes = plt.subplots(grid_rows, columns, figsize=(4.6 * columns, 3.8 * grid_rows), squeeze=False)
@@ -69,8 +70,8 @@ def plot_decoder_time(rows: list[Row], out: Path) -> Path:
     for axis, decoder in zip(axes.flat, decoders, strict=False):
         for key, series in _by_series(rows, decoder).items():
             axis.plot(
-                [100 * r["lstm_sparsity"] for r in series],
-                [r["decoder_ms"] for r in series],
+                [100 * r.lstm_sparsity for r in series],
+                [r.decoder_ms for r in series],
                 label=key,
                 **_style(series),
             )
@@ -95,22 +96,26 @@ def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]
 
 def plot_pareto(rows: list[Row], out: Path, decoder: str = PRIMARY_DECODER, threads: int = 1) -> Path:
     figure, axis = plt.subplots(figsize=(6.4, 4.6))
-    chosen = [r for r in rows if r["decoder"] == decoder]
-    latency_key = f"end_to_end_ms_{threads}t"
+    chosen = [r for r in rows if r.decoder == decoder]
     for key, series in _by_series(rows, decoder).items():
-        pruned = [r for r in series if r["method"] != "unpruned"]
+        pruned = [r for r in series if not r.is_unpruned]
         axis.scatter(
-            [r[latency_key] for r in pruned],
-            [100 * r["wer"] for r in pruned],
+            [r.end_to_end_ms[threads] for r in pruned],
+            [100 * r.wer for r in pruned],
             label=key,
             marker=_style(series)["marker"],
         )
     for row in chosen:
-        if row["method"] == "unpruned":
+        if row.is_unpruned:
             axis.scatter(
-                [row[latency_key]], [100 * row["wer"]], color="black", marker="*", s=160, label="unpruned"
+                [row.end_to_end_ms[threads]],
+                [100 * row.wer],
+                color="black",
+                marker="*",
+                s=160,
+                label="unpruned",
             )
-    front = pareto_front([(r[latency_key], 100 * r["wer"]) for r in chosen])
+    front = pareto_front([(r.end_to_end_ms[threads], 100 * r.wer) for r in chosen])
     axis.plot(*zip(*front, strict=True), color="grey", linewidth=1, label="Pareto front")
     axis.set_xlabel(f"end-to-end latency per utterance, {threads} thread (ms)")
     axis.set_ylabel("WER (%)")
@@ -124,12 +129,12 @@ def plot_latency_breakdown(
     rows: list[Row], out: Path, decoder: str = PRIMARY_DECODER, threads: int = 1
 ) -> Path:
     chosen = sorted(
-        (r for r in rows if r["decoder"] == decoder),
-        key=lambda r: (r["method"] != "unpruned", r["method"], r["lstm_sparsity"], r["regularizer_weight"]),
+        (r for r in rows if r.decoder == decoder),
+        key=lambda r: (not r.is_unpruned, r.method, r.lstm_sparsity, r.regularizer_weight),
     )
-    labels = [r["model"] for r in chosen]
-    encoder = [r[f"encoder_ms_{threads}t"] for r in chosen]
-    decoder_ms = [r["decoder_ms"] for r in chosen]
+    labels = [r.model for r in chosen]
+    encoder = [r.encoder_ms[threads] for r in chosen]
+    decoder_ms = [r.decoder_ms for r in chosen]
     figure, axis = plt.subplots(figsize=(max(6.0, 0.55 * len(labels)), 4.6))
     axis.bar(labels, encoder, label=f"encoder ({threads} thread)")
     axis.bar(labels, decoder_ms, bottom=encoder, label=f"decoder ({decoder})")
@@ -143,19 +148,19 @@ def plot_latency_breakdown(
 
 def plot_entropy_vs_search(rows: list[Row], out: Path) -> Path:
     """Search size from the loosest own-decoder configuration: there the search has room to grow."""
-    decoder = "own-wide" if any(r["decoder"] == "own-wide" for r in rows) else "own"
-    own = [r for r in rows if r["decoder"] == decoder and "extensions_per_frame" in r]
+    decoder = "own-wide" if any(r.decoder == "own-wide" for r in rows) else "own"
+    own = [r for r in rows if r.decoder == decoder and "extensions_per_frame" in r.search]
     figure, axes = plt.subplots(1, 2, figsize=(10, 4.2))
-    for axis, entropy_key, title in (
-        (axes[0], "entropy_mean", "mean frame entropy (nats)"),
-        (axes[1], "entropy_nonblank_mean", "mean entropy of non-blank frames (nats)"),
+    for axis, entropy_of, title in (
+        (axes[0], lambda r: r.entropy_mean, "mean frame entropy (nats)"),
+        (axes[1], lambda r: r.entropy_nonblank_mean, "mean entropy of non-blank frames (nats)"),
     ):
         groups: dict[str, list[Row]] = defaultdict(list)
         for row in own:
             groups[_series_key(row)].append(row)
         for key, group in sorted(groups.items()):
             axis.scatter(
-                [r[entropy_key] for r in group], [r["extensions_per_frame"] for r in group], label=key
+                [entropy_of(r) for r in group], [r.search["extensions_per_frame"] for r in group], label=key
             )
         axis.set_xlabel(title)
         axis.set_ylabel(f"prefix extensions per frame ({decoder})")
@@ -163,61 +168,3 @@ def plot_entropy_vs_search(rows: list[Row], out: Path) -> Path:
     axes[0].legend(fontsize=8)
     figure.suptitle("Does output entropy predict the search space?")
     return _save(figure, out / "entropy_vs_search.png")
-
-
-SUMMARY_COLUMNS = (
-    ("model", "model"),
-    ("lstm_sparsity", "sparsity"),
-    ("parameters", "params"),
-    ("wer", "WER"),
-    ("entropy_mean", "H mean"),
-    ("entropy_nonblank_mean", "H non-blank"),
-    ("mac_reduction", "MAC ÷"),
-    ("encoder_ms_1t", "enc ms 1t"),
-    ("encoder_speedup_1t", "enc speedup 1t"),
-    ("encoder_ms_2t", "enc ms 2t"),
-    ("decoder_ms", "dec ms"),
-    ("decoder_slowdown", "dec ×"),
-    ("end_to_end_ms_1t", "e2e ms 1t"),
-    ("rtf_1t", "RTF 1t"),
-)
-
-
-def _cell(key: str, value: Any) -> str:
-    if value is None:
-        return ""
-    if key in ("wer", "lstm_sparsity"):
-        return f"{100 * value:.2f}%" if key == "wer" else f"{100 * value:.0f}%"
-    if isinstance(value, float):
-        return f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
-    return str(value)
-
-
-def markdown_summary(rows: list[Row]) -> str:
-    """One table per decoder configuration, models as rows, plus own-decoder search columns."""
-    lines = []
-    for decoder in sorted({r["decoder"] for r in rows}):
-        columns = list(SUMMARY_COLUMNS)
-        if decoder.startswith("own"):
-            columns.insert(6, ("extensions_per_frame", "ext/frame"))
-            columns.insert(7, ("active_mean", "active"))
-        lines += [f"### decoder: {decoder}", ""]
-        lines.append("| " + " | ".join(title for _, title in columns) + " |")
-        lines.append("|" + "---|" * len(columns))
-        for row in (r for r in rows if r["decoder"] == decoder):
-            lines.append("| " + " | ".join(_cell(k, row.get(k)) for k, _ in columns) + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def write_report(rows: list[Row], out: Path) -> list[Path]:
-    """All plots and ``summary.md`` into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [plot_decoder_time(rows, out), plot_entropy_vs_search(rows, out)]
-    decoders = {r["decoder"] for r in rows}
-    primary = PRIMARY_DECODER if PRIMARY_DECODER in decoders else sorted(decoders)[0]
-    paths += [plot_pareto(rows, out, primary), plot_latency_breakdown(rows, out, primary)]
-    summary = out / "summary.md"
-    with atomic_open(summary, "w") as handle:
-        handle.write(markdown_summary(rows))
-    return [*paths, summary]

@@ -1,0 +1,53 @@
+"""The ``speechprune`` command line: one module per command group, assembled here.
+
+Errors that are the user's to fix (bad files, bad options) print one line naming the culprit and exit
+with status 2; a batch job that skipped unreadable files exits with status 1 after writing its results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from common.errors import SpeechpruneError
+from speechprune.cli import data, decoding, study, training
+
+COMMAND_GROUPS = (data, training, decoding, study)
+DESCRIPTION = (
+    "Decoder-aware structured pruning of CTC speech recognizers: prepare data, train, prune, decode, "
+    "measure the encoder/decoder trade-off and report it."
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="speechprune", description=DESCRIPTION)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.register(commands)
+    return parser
+
+
+def user_message(error: BaseException) -> str:
+    """The line to show: errors re-raised from data-loader workers carry the worker's traceback first."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    if len(lines) > 1 and "Traceback" in str(error):
+        return lines[-1].split(": ", 1)[-1]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    try:
+        return handler(args)
+    except SpeechpruneError as error:
+        print(f"speechprune {args.command}: error: {user_message(error)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"speechprune {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,99 @@
+"""Commands of the trade-off study: ``study`` (measure) and ``report`` (plots and tables from results)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import SpeechpruneError
+from speechprune.cli.options import finite_float, non_negative_float, positive_int
+
+
+def _study(args: argparse.Namespace) -> int:
+    from speechprune.study.models import collect_models
+    from speechprune.study.report import write_report, write_results
+    from speechprune.study.run import run_study
+    from speechprune.study.tuning import decoder_specs
+
+    if not args.decoders.is_file():
+        raise SpeechpruneError(f"{args.decoders}: no such decoder settings file (run tune-decoder first)")
+    try:
+        tuned = json.loads(args.decoders.read_text())["chosen"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise SpeechpruneError(f"{args.decoders}: not a tune-decoder result ({error})") from None
+    wide = args.wide_threshold or None
+    specs = decoder_specs(tuned, args.lm, args.alpha, args.beta, wide)
+    models = collect_models(args.baseline, args.runs)
+    rows = run_study(
+        models,
+        args.manifest,
+        specs,
+        decode_limit=args.limit,
+        repeats=args.repeats,
+        threads=args.threads,
+        greedy_manifests=args.greedy_manifest,
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path in [*write_results(rows, args.out), *write_report(rows, args.out)]:
+        print(path)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from speechprune.study.report import read_results, write_report
+
+    for path in write_report(read_results(args.run_dir), args.run_dir):
+        print(path)
+    return 0
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    study = commands.add_parser(
+        "study",
+        help="WER, search size and encoder/decoder/end-to-end latency of pruned models",
+        description="Measures the unpruned model and every snapshot of the given pruning runs with every "
+        "decoder configuration; writes results.csv/json, PNG plots and summary.md to --out.",
+    )
+    study.add_argument("--baseline", type=Path, required=True, help="the unpruned model.pt")
+    study.add_argument(
+        "--runs", type=Path, nargs="+", required=True, help="pruning run folders (EXP_DIR of prune)"
+    )
+    study.add_argument("--manifest", type=Path, required=True, help="test manifest (decoded and timed)")
+    study.add_argument(
+        "--greedy-manifest", type=Path, nargs="*", default=[], help="more manifests scored with greedy WER"
+    )
+    study.add_argument("--decoders", type=Path, required=True, help="settings from tune-decoder")
+    study.add_argument("--lm", type=Path, help="piece-level ARPA LM for the +lm decoder configurations")
+    study.add_argument("--alpha", type=finite_float, default=0.5, help="LM weight (default: 0.5)")
+    study.add_argument(
+        "--beta", type=finite_float, default=0.0, help="own decoder's bonus per piece (default: 0)"
+    )
+    study.add_argument(
+        "--limit",
+        type=positive_int,
+        default=300,
+        help="utterances decoded and timed per model (default: 300)",
+    )
+    study.add_argument(
+        "--repeats", type=positive_int, default=3, help="timed runs per utterance (default: 3)"
+    )
+    study.add_argument(
+        "--threads", type=positive_int, nargs="+", default=[1, 2], help="encoder thread counts"
+    )
+    study.add_argument(
+        "--wide-threshold",
+        type=non_negative_float,
+        default=10.0,
+        help="beam threshold of the extra '-wide' decoder configurations (default: 10; 0 = none)",
+    )
+    study.add_argument("--out", type=Path, required=True, help="output folder")
+    study.set_defaults(handler=_study)
+
+    report = commands.add_parser(
+        "report",
+        help="plots and a Markdown table from a study's results",
+        description="Reads RUN_DIR/results.json and (re)writes the PNG plots and summary.md next to it.",
+    )
+    report.add_argument("run_dir", type=Path, help="the study's --out folder")
+    report.set_defaults(handler=_report)

@@ -1,0 +1,101 @@
+"""Commands that train and score models: ``train``, ``prune``, ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from speechprune.cli.options import add_config_options, positive_int
+
+
+def _train(args: argparse.Namespace) -> int:
+    from asr.config import load_config
+    from asr.training import train
+
+    config = load_config(args.config, args.set)
+    exported = train(config, args.exp_dir)
+    print(f"best model: {exported}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from asr.config import load_config
+    from pruning.job import prune
+
+    config = load_config(args.config, args.set)
+    snapshots = prune(config, args.model, args.exp_dir)
+    print(f"pruned models: {snapshots}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from asr.evaluate import evaluate_manifest
+
+    status = 0
+    for manifest in args.manifests:
+        result = evaluate_manifest(
+            args.model, manifest, args.out, threads=args.threads, batch_size=args.batch_size
+        )
+        summary = result.summary
+        print(
+            f"{manifest}: WER {summary['wer'] * 100:.2f}%  CER {summary['cer'] * 100:.2f}%  "
+            f"RTF {summary['real_time_factor']:.4f} ({summary['threads']} thread(s))  "
+            f"{summary['utterances']} utterances -> {result.summary_path}"
+        )
+        for problem in summary["bad_files"]:
+            print(f"  skipped {problem}", file=sys.stderr)
+        if summary["bad_files"]:
+            status = 1
+    return status
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a CTC model with Lightning",
+        description="Train from a YAML config; resumes from EXP_DIR/checkpoints/last.ckpt if present and "
+        "exports the best checkpoint (by validation WER) to EXP_DIR/model.pt.",
+    )
+    add_config_options(
+        train,
+        "data, tokenizer, features, model, augment, optim, trainer",
+        "folder for checkpoints, logs and the exported model",
+        "trainer.max_epochs=3",
+    )
+    train.set_defaults(handler=_train)
+
+    prune = commands.add_parser(
+        "prune",
+        help="structured pruning + fine-tuning of a trained model",
+        description="Prune LSTM units (and conv channels) of MODEL physically, fine-tuning with Lightning "
+        "between pruning events; writes EXP_DIR/snapshots/sparsityNN.pt at every requested sparsity. "
+        "Resumes from EXP_DIR/checkpoints/last.ckpt when rerun.",
+    )
+    prune.add_argument("model", help="the trained model.pt (or speechprune .ckpt) to prune")
+    add_config_options(
+        prune,
+        "data, augment, optim, trainer, prune, vib, regularizer",
+        "folder for checkpoints, logs and snapshots",
+        "regularizer.weight=1.0",
+    )
+    prune.set_defaults(handler=_prune)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="WER/CER and real-time factor of a model on manifests",
+        description="Greedy-decode every utterance; writes NAME.utterances.csv and NAME.summary.json per "
+        "manifest. Unreadable audio files are reported and skipped (exit status 1).",
+    )
+    evaluate.add_argument("model", help="model.pt or a Lightning .ckpt written by speechprune")
+    evaluate.add_argument("manifests", nargs="+", help="JSON-lines manifests to score")
+    evaluate.add_argument("--out", required=True, help="folder for the results")
+    evaluate.add_argument(
+        "--threads", type=positive_int, default=1, help="CPU threads for inference (default: 1)"
+    )
+    evaluate.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=1,
+        help="utterances per forward pass; 1 gives per-utterance latency (default: 1)",
+    )
+    evaluate.set_defaults(handler=_evaluate)
