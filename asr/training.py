@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,32 @@ from asr.tokenizer import Tokenizer
 from common.fileio import write_json
 
 BEST_MODEL_NAME = "model.pt"
+
+
+@dataclass
+class RunSections:
+    """The config sections every training-like job (train, prune, search fine-tuning) reads alike."""
+
+    optim: OptimConfig
+    augment: AugmentConfig | None
+    data: DataConfig
+
+    def module_options(self) -> dict[str, Any]:
+        """``optim`` and ``augment`` as the plain dicts :class:`CTCModule` takes (and checkpoints)."""
+        return {"optim": asdict(self.optim), "augment": asdict(self.augment) if self.augment else None}
+
+
+def start_run(config: dict[str, Any]) -> RunSections:
+    """Seed everything, set torch's threads, and read the ``optim``, ``augment`` and ``data`` sections."""
+    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
+    if config.get("threads"):
+        torch.set_num_threads(int(config["threads"]))
+    augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
+    return RunSections(
+        optim=build_section(config, "optim", OptimConfig),
+        augment=augment,
+        data=build_section(config, "data", DataConfig),
+    )
 
 
 def build_trainer(
@@ -55,26 +81,16 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     Returns the path of the exported compact model file.
     """
     exp_dir = Path(exp_dir)
-    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
+    sections = start_run(config)
     tokenizer = Tokenizer.load(config.get("tokenizer", {}).get("path", ""))
     features = build_section(config, "features", FeatureConfig)
     encoder = build_section(
         config, "model", EncoderConfig, input_dim=features.n_mels, vocab_size=tokenizer.vocab_size
     )
-    optim = build_section(config, "optim", OptimConfig)
-    augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
-    data = build_section(config, "data", DataConfig)
-
     module = CTCModule(
-        features=asdict(features),
-        model=encoder.to_dict(),
-        optim=asdict(optim),
-        augment=asdict(augment) if augment else None,
-        tokenizer=tokenizer,
+        features=asdict(features), model=encoder.to_dict(), tokenizer=tokenizer, **sections.module_options()
     )
-    datamodule = SpeechDataModule(data, tokenizer, features.sample_rate, augment)
+    datamodule = SpeechDataModule(sections.data, tokenizer, features.sample_rate, sections.augment)
     checkpoints = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints",
         filename="epoch{epoch:03d}-wer{val_wer:.4f}",

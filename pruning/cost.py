@@ -8,10 +8,7 @@ that structured pruning should deliver, to set beside the measured latency ratio
 from __future__ import annotations
 
 from asr.features import FeatureConfig
-from asr.models.lstm_ctc import LSTMCTCEncoder
-from pruning.structure import GATES_PER_UNIT, conv_layers
-
-CONV_KERNEL_AREA = 9  # 3 x 3 kernels
+from asr.models.lstm_ctc import CONV_KERNEL, CONV_STRIDE, GATES_PER_UNIT, LSTMCTCEncoder, conv_output_length
 
 
 def encoder_macs_per_second(encoder: LSTMCTCEncoder, features: FeatureConfig) -> float:
@@ -21,9 +18,9 @@ def encoder_macs_per_second(encoder: LSTMCTCEncoder, features: FeatureConfig) ->
     freq = config.input_dim
     in_channels = 1
     macs = 0.0
-    for conv in conv_layers(encoder):
-        frame_rate, freq = frame_rate / 2, (freq - 1) // 2 + 1
-        macs += frame_rate * freq * conv.out_channels * in_channels * CONV_KERNEL_AREA
+    for conv in encoder.conv_layers():
+        frame_rate, freq = frame_rate / CONV_STRIDE, conv_output_length(freq)
+        macs += frame_rate * freq * conv.out_channels * in_channels * CONV_KERNEL**2
         in_channels = conv.out_channels
     input_size = encoder.frontend.output_dim
     for hidden in config.lstm_hidden:

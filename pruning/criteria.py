@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from asr.models.lstm_ctc import LSTMCTCEncoder
+from asr.models.lstm_ctc import GATES_PER_UNIT, LSTMCTCEncoder
 from common.errors import SpeechpruneError
 from common.masks import valid_frame_mask
-from pruning.structure import GATES_PER_UNIT, conv_layers, unit_groups
+from pruning.structure import unit_groups
 from pruning.vib import gates_of
 
 Scores = dict[str, Tensor]  # group -> (directions, units) importance, higher = keep
@@ -47,12 +47,6 @@ class Criterion(ABC):
         """Importance of every unit of every group of ``encoder``."""
 
 
-def _lstm_gate_weights(encoder: LSTMCTCEncoder, layer: int, direction: int) -> tuple[Tensor, Tensor]:
-    suffix = "_reverse" if direction == 1 else ""
-    lstm = encoder.lstms[layer]
-    return getattr(lstm, f"weight_ih_l0{suffix}"), getattr(lstm, f"weight_hh_l0{suffix}")
-
-
 class MagnitudeCriterion(Criterion):
     """MNP: the L1 norm of a unit's weights in all four LSTM gates (W_ih and W_hh rows); for a conv
     channel, the L1 norm of its filter."""
@@ -63,12 +57,13 @@ class MagnitudeCriterion(Criterion):
     def scores(self, encoder: LSTMCTCEncoder, context: PruningContext) -> Scores:
         result: Scores = {
             f"conv.{i}": conv.weight.abs().sum(dim=(1, 2, 3))[None]
-            for i, conv in enumerate(conv_layers(encoder))
+            for i, conv in enumerate(encoder.conv_layers())
         }
         for i, hidden in enumerate(encoder.config.lstm_hidden):
             per_direction = []
             for d in range(encoder.config.directions):
-                w_ih, w_hh = _lstm_gate_weights(encoder, i, d)
+                w_ih = encoder.lstm_parameter(i, "weight_ih_l0", d)
+                w_hh = encoder.lstm_parameter(i, "weight_hh_l0", d)
                 rows = torch.cat([w_ih, w_hh], dim=1).abs().sum(dim=1)  # (4 * hidden,)
                 per_direction.append(rows.reshape(GATES_PER_UNIT, hidden).sum(dim=0))
             result[f"lstm.{i}"] = torch.stack(per_direction)

@@ -13,15 +13,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from asr.augment import AugmentConfig
 from asr.config import build_section
-from asr.data.datamodule import DataConfig, SpeechDataModule
-from asr.lightning_module import CTCModule, OptimConfig
-from asr.training import build_trainer, fit_resuming
+from asr.data.datamodule import SpeechDataModule
+from asr.lightning_module import CTCModule
+from asr.training import build_trainer, fit_resuming, start_run
 from common.errors import SpeechpruneError
 from common.fileio import write_json
 from pruning.callback import StructuredPruning
@@ -36,19 +33,11 @@ SNAPSHOT_DIR = "snapshots"
 def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -> Path:
     """Prune ``base_model`` as ``config`` says; returns the folder of snapshot models."""
     exp_dir = Path(exp_dir)
-    L.seed_everything(int(config.get("seed", 0)), workers=True, verbose=False)
-    if config.get("threads"):
-        torch.set_num_threads(int(config["threads"]))
+    sections = start_run(config)
     section = dict(config.get("prune") or {})
     schedule = build_section(section, "schedule", ScheduleConfig)
     criterion = make_criterion(str(section.get("criterion", "mnp")), seed=int(section.get("seed", 0)))
-    optim = build_section(config, "optim", OptimConfig)
-    augment = build_section(config, "augment", AugmentConfig) if config.get("augment") is not None else None
-    data = build_section(config, "data", DataConfig)
-
-    module = CTCModule.from_model_file(
-        base_model, optim=asdict(optim), augment=asdict(augment) if augment else None
-    )
+    module = CTCModule.from_model_file(base_model, **sections.module_options())
     regularizer = build_section(
         config, "regularizer", EntropyRegularizerConfig, blank_id=module.tokenizer.blank_id
     )
@@ -78,7 +67,9 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
     trainer = build_trainer(
         config, exp_dir, [checkpoints, pruning, EntropyRegularizer(regularizer)], max_epochs=epochs
     )
-    datamodule = SpeechDataModule(data, module.tokenizer, module.recognizer.sample_rate, augment)
+    datamodule = SpeechDataModule(
+        sections.data, module.tokenizer, module.recognizer.sample_rate, sections.augment
+    )
     started = time.perf_counter()
     resumed_from = fit_resuming(trainer, module, datamodule, exp_dir)
     if trainer.is_global_zero:

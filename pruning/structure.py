@@ -20,17 +20,12 @@ import copy
 from dataclasses import replace
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from asr.models.gates import InformationBottleneckGate
-from asr.models.lstm_ctc import LSTMCTCEncoder
+from asr.models.lstm_ctc import GATES_PER_UNIT, LSTM_WEIGHT_NAMES, LSTMCTCEncoder
 
 KeepPlan = dict[str, Tensor]
-GATES_PER_UNIT = 4  # input, forget, cell, output gate rows of nn.LSTM's stacked weights
-
-
-def conv_layers(encoder: LSTMCTCEncoder) -> list[nn.Conv2d]:
-    return [layer for layer in encoder.frontend.layers if isinstance(layer, nn.Conv2d)]
 
 
 def unit_groups(encoder: LSTMCTCEncoder) -> dict[str, tuple[int, int]]:
@@ -89,11 +84,6 @@ def _gate_rows(keep: Tensor, units: int) -> Tensor:
     return torch.cat([keep + g * units for g in range(GATES_PER_UNIT)])
 
 
-def _frontend_freq(encoder: LSTMCTCEncoder) -> int:
-    channels = encoder.config.conv_channels
-    return encoder.frontend.output_dim // channels[-1] if channels else encoder.frontend.output_dim
-
-
 @torch.no_grad()
 def prune_encoder(encoder: LSTMCTCEncoder, plan: KeepPlan) -> LSTMCTCEncoder:
     """A new, smaller encoder that keeps only ``plan``'s units, with their trained weights.
@@ -103,7 +93,7 @@ def prune_encoder(encoder: LSTMCTCEncoder, plan: KeepPlan) -> LSTMCTCEncoder:
     """
     plan = _complete(encoder, plan)
     config = encoder.config
-    convs = conv_layers(encoder)
+    convs = encoder.conv_layers()
     new_config = replace(
         config,
         conv_channels=[int(plan[f"conv.{i}"].numel()) for i in range(len(convs))],
@@ -113,30 +103,28 @@ def prune_encoder(encoder: LSTMCTCEncoder, plan: KeepPlan) -> LSTMCTCEncoder:
 
     # front end: each conv keeps its channels' filters and reads only the previous conv's kept channels
     previous = torch.arange(1)
-    for i, (old, new) in enumerate(zip(convs, conv_layers(pruned), strict=True)):
+    for i, (old, new) in enumerate(zip(convs, pruned.conv_layers(), strict=True)):
         keep = plan[f"conv.{i}"]
         new.weight.copy_(old.weight[keep][:, previous])
         new.bias.copy_(old.bias[keep])
         previous = keep
     columns = (
-        _frontend_columns(plan[f"conv.{len(convs) - 1}"], _frontend_freq(encoder))
+        _frontend_columns(plan[f"conv.{len(convs) - 1}"], encoder.frontend.output_freq)
         if convs
         else torch.arange(encoder.frontend.output_dim)
     )
 
     # LSTM layers: gate rows of the kept units, inputs from the kept outputs of what comes before
-    for i, (old, new) in enumerate(zip(encoder.lstms, pruned.lstms, strict=True)):
+    for i in range(len(config.lstm_hidden)):
         keep, units = plan[f"lstm.{i}"], config.lstm_hidden[i]
-        for d, suffix in enumerate(["", "_reverse"][: config.directions]):
+        for d in range(config.directions):
             rows = _gate_rows(keep[d], units)
-            getattr(new, f"weight_ih_l0{suffix}").copy_(
-                getattr(old, f"weight_ih_l0{suffix}")[rows][:, columns]
-            )
-            getattr(new, f"weight_hh_l0{suffix}").copy_(
-                getattr(old, f"weight_hh_l0{suffix}")[rows][:, keep[d]]
-            )
-            for name in ("bias_ih_l0", "bias_hh_l0"):
-                getattr(new, name + suffix).copy_(getattr(old, name + suffix)[rows])
+            input_columns = {"weight_ih_l0": columns, "weight_hh_l0": keep[d]}
+            for name in LSTM_WEIGHT_NAMES:
+                kept = encoder.lstm_parameter(i, name, d)[rows]
+                if name in input_columns:
+                    kept = kept[:, input_columns[name]]
+                pruned.lstm_parameter(i, name, d).copy_(kept)
         columns = _lstm_output_columns(keep, units)
         old_gate, new_gate = encoder.unit_gates[i], pruned.unit_gates[i]
         if isinstance(old_gate, InformationBottleneckGate):
@@ -160,23 +148,22 @@ def mask_encoder(encoder: LSTMCTCEncoder, plan: KeepPlan) -> LSTMCTCEncoder:
     plan = _complete(encoder, plan)
     masked = copy.deepcopy(encoder)
     config = encoder.config
-    for i, conv in enumerate(conv_layers(masked)):
+    for i, conv in enumerate(masked.conv_layers()):
         dropped = torch.ones(conv.out_channels, dtype=torch.bool)
         dropped[plan[f"conv.{i}"]] = False
         conv.weight[dropped] = 0.0
         conv.bias[dropped] = 0.0
-    for i, lstm in enumerate(masked.lstms):
+    for i in range(len(config.lstm_hidden)):
         units = config.lstm_hidden[i]
         dropped = torch.ones(config.directions, units, dtype=torch.bool)
         for d in range(config.directions):
             dropped[d, plan[f"lstm.{i}"][d]] = False
-        for d, suffix in enumerate(["", "_reverse"][: config.directions]):
-            getattr(lstm, f"weight_hh_l0{suffix}")[:, dropped[d]] = 0.0
-        reader = masked.lstms[i + 1] if i + 1 < len(masked.lstms) else masked.head
+        for d in range(config.directions):
+            masked.lstm_parameter(i, "weight_hh_l0", d)[:, dropped[d]] = 0.0
         readers = (
-            [getattr(reader, f"weight_ih_l0{s}") for s in ["", "_reverse"][: config.directions]]
-            if isinstance(reader, nn.LSTM)
-            else [reader.weight]
+            [masked.lstm_parameter(i + 1, "weight_ih_l0", d) for d in range(config.directions)]
+            if i + 1 < len(masked.lstms)
+            else [masked.head.weight]
         )
         for weight in readers:
             weight[:, dropped.reshape(-1)] = 0.0

@@ -39,14 +39,14 @@ def fold_unit_gates(encoder: LSTMCTCEncoder) -> LSTMCTCEncoder:
         return encoder
     config = encoder.config
     folded = LSTMCTCEncoder(replace(config, unit_gates="none"))
-    state = {k: v.clone() for k, v in encoder.state_dict().items() if not k.startswith("unit_gates.")}
+    state = {k: v for k, v in encoder.state_dict().items() if not k.startswith("unit_gates.")}
+    folded.load_state_dict(state)
     for i, gate in enumerate(encoder.unit_gates):
         if i + 1 < len(encoder.lstms):
-            for suffix in ["", "_reverse"][: config.directions]:
-                state[f"lstms.{i + 1}.weight_ih_l0{suffix}"] *= gate.mu[None, :]
+            for d in range(config.directions):
+                folded.lstm_parameter(i + 1, "weight_ih_l0", d).mul_(gate.mu[None, :])
         else:
-            state["head.weight"] *= gate.mu[None, :]
-    folded.load_state_dict(state)
+            folded.head.weight.mul_(gate.mu[None, :])
     return folded.to(next(encoder.parameters()).device).train(encoder.training)
 
 

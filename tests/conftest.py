@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import soundfile
 from asr.data.connected import CompositionConfig
 from asr.data.fsdd import SplitRule, shared_fsdd_fallback
 from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
+from asr.lightning_module import CTCModule
 from speechprune.cli import main
 
 SAMPLE_RATE = 8000
@@ -88,6 +90,17 @@ def tiny_corpus(fake_fsdd, tmp_path_factory) -> dict[str, Path]:
     return manifests
 
 
+TINY_FEATURES = {"n_mels": 40}
+TINY_MODEL = {"conv_channels": [8, 8], "lstm_hidden": [48], "dropout": 0.0}
+
+
+def tiny_module(tokenizer, **model) -> CTCModule:
+    """An untrained CTCModule shaped like :func:`tiny_config`'s model; ``model`` overrides its fields."""
+    shape = {**copy.deepcopy(TINY_MODEL), **model}
+    shape.update(input_dim=TINY_FEATURES["n_mels"], vocab_size=tokenizer.vocab_size)
+    return CTCModule(features=dict(TINY_FEATURES), model=shape, tokenizer=tokenizer)
+
+
 def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:
     return {
         "seed": 3,
@@ -98,8 +111,8 @@ def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:
             "num_workers": 0,
         },
         "tokenizer": {"path": str(corpus["tokenizer"])},
-        "features": {"n_mels": 40},
-        "model": {"conv_channels": [8, 8], "lstm_hidden": [48], "dropout": 0.0},
+        "features": dict(TINY_FEATURES),
+        "model": copy.deepcopy(TINY_MODEL),
         "augment": {"pitch_prob": 0.0, "noise_prob": 0.0, "freq_masks": 0, "time_masks": 0},
         "optim": {"lr": 0.01, "warmup_fraction": 0.05},
         "trainer": {

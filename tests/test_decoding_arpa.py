@@ -12,7 +12,7 @@ import torch
 
 from asr.tokenizer import Tokenizer, train_tokenizer
 from common.errors import SpeechpruneError
-from decoding import KenLMLanguageModel, build_arpa
+from decoding import BeamSearchConfig, CTCBeamSearchDecoder, KenLMLanguageModel, build_arpa
 from decoding.arpa import FALLBACK_DISCOUNTS, estimate_discounts
 
 kenlm = pytest.importorskip("kenlm")
@@ -162,52 +162,103 @@ def ctc_decoder():
     return ctc_decoder
 
 
-def _spelled(pieces: list[str], ids: list[int], frames_per_token: int = 2) -> torch.Tensor:
-    """Peaky (1, frames, vocab) emissions spelling ``ids``, each token followed by a blank frame."""
-    rows = []
-    for token in ids:
-        rows += [token] * frames_per_token + [0]
-    log_probs = torch.full((len(rows), len(pieces)), -8.0)
-    log_probs[torch.arange(len(rows)), torch.tensor(rows)] = 0.0
+# Acoustics favour A by one frame (0.6 against 0.4 for B's piece); the LMs below know only B, so the LM
+# weight decides: A at weight 0, B once the weight is large enough.
+SPOKEN, LM_ONLY = "seven nine two", "seven none two"
+AMBIGUOUS_ODDS = 0.6
+
+
+def _ambiguous(pieces: list[str], a_ids: list[int], b_ids: list[int]) -> torch.Tensor:
+    """(1, frames, vocab) emissions whose best path spells ``a_ids``: shared pieces hold two peaky frames,
+    the one piece where the spellings differ a single frame with probability 0.6 for A's and 0.4 for B's;
+    every piece is followed by a blank frame."""
+    assert len(a_ids) == len(b_ids) and sum(a != b for a, b in zip(a_ids, b_ids, strict=True)) == 1
+    rows: list[dict[int, float]] = []
+    for a, b in zip(a_ids, b_ids, strict=True):
+        if a == b:
+            rows += [{a: 0.0}, {a: 0.0}]
+        else:
+            rows.append({a: math.log(AMBIGUOUS_ODDS), b: math.log(1 - AMBIGUOUS_ODDS)})
+        rows.append({0: 0.0})
+    log_probs = torch.full((len(rows), len(pieces)), -10.0)
+    for frame, row in enumerate(rows):
+        for token, logp in row.items():
+            log_probs[frame, token] = logp
     return log_probs.log_softmax(-1)[None].contiguous()
 
 
-def test_piece_lm_loads_in_flashlight_lexicon_free(tmp_path, char_tokenizer, ctc_decoder):
+def _lm_texts() -> list[str]:
+    """Digit strings in which every "nine" became "none": the LM has seen B's word, never A's."""
+    texts = [text.replace("nine", "none") for text in _digit_strings(200, seed=5)]
+    assert not any("nine" in text for text in texts) and sum("none" in text for text in texts) > 20
+    return texts + [LM_ONLY]
+
+
+def test_piece_lm_decides_the_own_decoders_choice_by_its_weight(tmp_path, char_tokenizer):
     pieces = char_tokenizer.pieces
-    lm = build_arpa(_digit_strings(100), 4, tmp_path / "pieces.arpa", unit="piece", tokenizer=char_tokenizer)
-    lm_dict = tmp_path / "tokens.txt"
-    lm_dict.write_text("".join(piece + "\n" for piece in pieces), encoding="utf-8")
-    decoder = ctc_decoder(
+    lm = KenLMLanguageModel(
+        build_arpa(_lm_texts(), 4, tmp_path / "p.arpa", unit="piece", tokenizer=char_tokenizer).path,
+        word_level=False,
+    )
+    a_ids, b_ids = char_tokenizer.encode(SPOKEN), char_tokenizer.encode(LM_ONLY)
+    emissions = _ambiguous(pieces, a_ids, b_ids)
+    lengths = torch.tensor([emissions.shape[1]])
+
+    def best(alpha: float) -> list[int]:
+        config = BeamSearchConfig(beam_width=8, cutoff_top_n=len(pieces), alpha=alpha)
+        return CTCBeamSearchDecoder(config, lm, pieces)(emissions, lengths)[0].best.token_ids
+
+    assert best(0.0) == a_ids
+    assert best(1.0) == b_ids
+    assert lm.queries > 0
+
+
+def _flashlight_piece_decoder(ctc_decoder, pieces, lm_path: Path, lm_dict: Path, lm_weight: float):
+    return ctc_decoder(
         lexicon=None,
         tokens=pieces,
-        lm=str(lm.path),
+        lm=str(lm_path),
         lm_dict=str(lm_dict),
-        lm_weight=0.5,
+        lm_weight=lm_weight,
         beam_size=8,
         log_add=True,
         blank_token="<blk>",
         sil_token="<blk>",
     )
-    ids = char_tokenizer.encode("seven two")
-    best = decoder(_spelled(pieces, ids), None)[0][0]
-    assert best.tokens.tolist() == ids
 
 
-def test_word_lm_loads_in_flashlight_with_a_lexicon(tmp_path, char_tokenizer, ctc_decoder):
+def test_piece_lm_loads_in_flashlight_lexicon_free_and_its_weight_decides(
+    tmp_path, char_tokenizer, ctc_decoder
+):
     pieces = char_tokenizer.pieces
-    lm = build_arpa(_digit_strings(100), 3, tmp_path / "words.arpa")
+    lm = build_arpa(_lm_texts(), 4, tmp_path / "pieces.arpa", unit="piece", tokenizer=char_tokenizer)
+    lm_dict = tmp_path / "tokens.txt"
+    lm_dict.write_text("".join(piece + "\n" for piece in pieces), encoding="utf-8")
+    a_ids, b_ids = char_tokenizer.encode(SPOKEN), char_tokenizer.encode(LM_ONLY)
+    emissions = _ambiguous(pieces, a_ids, b_ids)
+    for lm_weight, expected in ((0.0, a_ids), (2.0, b_ids)):
+        decoder = _flashlight_piece_decoder(ctc_decoder, pieces, lm.path, lm_dict, lm_weight)
+        assert decoder(emissions, None)[0][0].tokens.tolist() == expected, lm_weight
+
+
+def test_word_lm_loads_in_flashlight_with_a_lexicon_and_its_weight_decides(
+    tmp_path, char_tokenizer, ctc_decoder
+):
+    pieces = char_tokenizer.pieces
+    lm = build_arpa(_lm_texts(), 3, tmp_path / "words.arpa")
     lexicon = tmp_path / "lexicon.txt"
-    lexicon.write_text("".join(f"{word}\t{' '.join(word)}\n" for word in DIGITS), encoding="utf-8")
-    decoder = ctc_decoder(
-        lexicon=str(lexicon),
-        tokens=pieces,
-        lm=str(lm.path),
-        lm_weight=0.5,
-        word_score=0.0,
-        beam_size=8,
-        log_add=True,
-        blank_token="<blk>",
-        sil_token="▁",
-    )
-    best = decoder(_spelled(pieces, char_tokenizer.encode("seven two")), None)[0][0]
-    assert best.words == ["seven", "two"]
+    lexicon.write_text("".join(f"{word}\t{' '.join(word)}\n" for word in [*DIGITS, "none"]), encoding="utf-8")
+    emissions = _ambiguous(pieces, char_tokenizer.encode(SPOKEN), char_tokenizer.encode(LM_ONLY))
+    for lm_weight, expected in ((0.0, SPOKEN), (2.0, LM_ONLY)):
+        decoder = ctc_decoder(
+            lexicon=str(lexicon),
+            tokens=pieces,
+            lm=str(lm.path),
+            lm_weight=lm_weight,
+            word_score=0.0,
+            beam_size=8,
+            log_add=True,
+            blank_token="<blk>",
+            sil_token="▁",
+        )
+        assert decoder(emissions, None)[0][0].words == expected.split(), lm_weight

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import statistics
 from pathlib import Path
@@ -173,6 +174,86 @@ def test_word_lm_runs_in_own_flashlight_lexicon_and_pyctcdecode(tokenizer, peaky
         assert all(result.text for result in results), name
         assert _agreement(results, texts[:20]) >= 19, name
         assert all(set(result.text.split()) <= set(DIGITS) for result in results), name
+
+
+# Acoustics favour A by one frame (0.6 against 0.4 for B's piece); the LMs know only B, so the LM weight
+# decides: A at alpha 0, B once alpha is large enough. An LM that loads but is not applied, or is applied
+# with the wrong weight, fails these.
+SPOKEN, LM_ONLY = "seven nine two", "seven none two"
+
+
+def _ambiguous(tokenizer: Tokenizer, spoken: str = SPOKEN, alternative: str = LM_ONLY, odds: float = 0.6):
+    """(1, frames, vocab) emissions and lengths whose best path spells ``spoken``: shared pieces hold two
+    peaky frames, the one differing piece a single frame with ``odds`` for ``spoken``'s piece and
+    1 - ``odds`` for ``alternative``'s; each piece is followed by a blank frame."""
+    a_ids, b_ids = tokenizer.encode(spoken), tokenizer.encode(alternative)
+    assert len(a_ids) == len(b_ids) and sum(a != b for a, b in zip(a_ids, b_ids, strict=True)) == 1
+    rows: list[dict[int, float]] = []
+    for a, b in zip(a_ids, b_ids, strict=True):
+        rows += [{a: 0.0}, {a: 0.0}] if a == b else [{a: math.log(odds), b: math.log(1 - odds)}]
+        rows.append({0: 0.0})
+    log_probs = torch.full((len(rows), len(tokenizer.pieces)), -10.0)
+    for frame, row in enumerate(rows):
+        for token, logp in row.items():
+            log_probs[frame, token] = logp
+    return log_probs.log_softmax(-1)[None], torch.tensor([len(rows)])
+
+
+@pytest.fixture(scope="module")
+def b_only_lms(tokenizer, tmp_path_factory) -> dict[str, Path]:
+    """LMs of digit strings in which every "nine" became "none", and a lexicon that holds both words."""
+    folder = tmp_path_factory.mktemp("b_only_lm")
+    texts = [text.replace("nine", "none") for text in _digit_strings(300, seed=4)] + [LM_ONLY]
+    assert not any("nine" in text for text in texts) and sum("none" in text for text in texts) > 20
+    return {
+        "word": build_arpa(texts, 3, folder / "words.arpa").path,
+        "piece": build_arpa(texts, 6, folder / "pieces.arpa", unit="piece", tokenizer=tokenizer).path,
+        "lexicon": write_lexicon(folder / "lexicon.txt", [*DIGITS, "none"], tokenizer),
+    }
+
+
+def _lm_settings(tokenizer: Tokenizer, lms: dict[str, Path], name: str, unit: str, alpha: float):
+    lexicon = lms["lexicon"] if name == "flashlight" and unit == "word" else None
+    return _matched(tokenizer, alpha=alpha, lm_path=lms[unit], lm_unit=unit, lexicon_path=lexicon)
+
+
+@pytest.mark.parametrize(
+    "name,unit",
+    [("own", "piece"), ("own", "word"), ("flashlight", "piece"), ("flashlight", "word"), ("pyctcdecode", "word")],
+)
+def test_lm_weight_flips_the_choice_between_the_acoustic_and_the_lm_favourite(
+    name, unit, tokenizer, b_only_lms
+):
+    if name not in available_backends():
+        pytest.skip(f"{name} is not importable here")
+    log_probs, lengths = _ambiguous(tokenizer)
+
+    def text(alpha: float) -> str:
+        decoder = make_decoder(name, tokenizer, _lm_settings(tokenizer, b_only_lms, name, unit, alpha))
+        return decoder(log_probs, lengths)[0].text
+
+    assert text(0.0) == SPOKEN
+    assert text(1.0) == LM_ONLY
+
+
+def test_flashlight_flips_at_the_own_decoders_alpha(tokenizer, b_only_lms):
+    """The alpha at which the piece LM overturns the acoustics is the same for both backends: flashlight's
+    lm_weight is alpha * ln 10. Without the ln 10 it would still read A at 1.25 x the own crossing."""
+    log_probs, lengths = _ambiguous(tokenizer, odds=0.9)
+
+    def text(name: str, alpha: float) -> str:
+        settings = _lm_settings(tokenizer, b_only_lms, name, "piece", alpha)
+        return make_decoder(name, tokenizer, settings)(log_probs, lengths)[0].text
+
+    low, high = 0.0, 4.0
+    assert text("own", low) == SPOKEN and text("own", high) == LM_ONLY
+    for _ in range(12):  # bisect the own decoder's crossing
+        middle = (low + high) / 2
+        low, high = (middle, high) if text("own", middle) == SPOKEN else (low, middle)
+    crossing = (low + high) / 2
+    assert 0.05 < crossing < 2.0, crossing
+    assert text("flashlight", 0.8 * crossing) == SPOKEN
+    assert text("flashlight", 1.25 * crossing) == LM_ONLY
 
 
 def test_write_lexicon_spells_words_without_the_leading_silence(tokenizer, lm_files):

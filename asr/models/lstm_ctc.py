@@ -17,6 +17,15 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from asr.models.gates import InformationBottleneckGate
 
 UNIT_GATES = {"none", "vib"}
+GATES_PER_UNIT = 4  # input, forget, cell, output: nn.LSTM stacks their rows in each weight and bias
+CONV_KERNEL = 3
+CONV_STRIDE = 2
+LSTM_WEIGHT_NAMES = ("weight_ih_l0", "weight_hh_l0", "bias_ih_l0", "bias_hh_l0")
+
+
+def direction_suffixes(directions: int) -> list[str]:
+    """nn.LSTM's parameter-name suffix per direction: forward "", backward "_reverse"."""
+    return ["", "_reverse"][:directions]
 
 
 @dataclass
@@ -47,16 +56,16 @@ class EncoderConfig:
 
     @property
     def subsampling(self) -> int:
-        return 2 ** len(self.conv_channels)
+        return CONV_STRIDE ** len(self.conv_channels)
 
     @property
     def directions(self) -> int:
         return 2 if self.bidirectional else 1
 
 
-def conv_output_length(lengths: torch.Tensor) -> torch.Tensor:
-    """Frames after one conv layer of kernel 3, stride 2, padding 1."""
-    return torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+def conv_output_length(lengths: torch.Tensor | int) -> torch.Tensor | int:
+    """Frames (or frequency bins) after one conv layer of kernel 3, stride 2, padding 1."""
+    return (lengths - 1) // CONV_STRIDE + 1
 
 
 class ConvSubsampling(nn.Module):
@@ -67,19 +76,26 @@ class ConvSubsampling(nn.Module):
         layers: list[nn.Module] = []
         in_channels, freq = 1, input_dim
         for out_channels in channels:
-            layers += [nn.Conv2d(in_channels, out_channels, 3, stride=2, padding=1), nn.ReLU()]
-            in_channels, freq = out_channels, (freq - 1) // 2 + 1
+            conv = nn.Conv2d(
+                in_channels, out_channels, CONV_KERNEL, stride=CONV_STRIDE, padding=CONV_KERNEL // 2
+            )
+            layers += [conv, nn.ReLU()]
+            in_channels, freq = out_channels, conv_output_length(freq)
         self.layers = nn.Sequential(*layers)
+        self.output_freq = freq  # frequency bins per channel of the flattened output (channel-major)
         self.output_dim = in_channels * freq if channels else input_dim
+
+    @property
+    def convs(self) -> list[nn.Conv2d]:
+        return [layer for layer in self.layers if isinstance(layer, nn.Conv2d)]
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self.layers) == 0:
             return features, lengths
         hidden = self.layers(features.unsqueeze(1))  # (batch, channels, frames, freq)
         batch, channels, frames, freq = hidden.shape
-        for layer in self.layers:
-            if isinstance(layer, nn.Conv2d):
-                lengths = conv_output_length(lengths)
+        for _ in self.convs:
+            lengths = conv_output_length(lengths)
         return hidden.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq), lengths
 
 
@@ -112,6 +128,14 @@ class LSTMCTCEncoder(nn.Module):
         *_, hidden = self.lstm_outputs(hidden, lengths)
         logits = self.head(self.dropout(hidden))
         return torch.log_softmax(logits, dim=-1), lengths
+
+    def conv_layers(self) -> list[nn.Conv2d]:
+        """The front end's conv layers, in order (their output channels are prunable groups)."""
+        return self.frontend.convs
+
+    def lstm_parameter(self, layer: int, name: str, direction: int) -> nn.Parameter:
+        """Weight or bias ``name`` (one of ``LSTM_WEIGHT_NAMES``) of LSTM ``layer`` for ``direction``."""
+        return getattr(self.lstms[layer], name + direction_suffixes(self.config.directions)[direction])
 
     def lstm_outputs(self, hidden: torch.Tensor, lengths: torch.Tensor) -> Iterator[torch.Tensor]:
         """Each LSTM layer's (gated) output (batch, frames, directions x units) for front-end output
