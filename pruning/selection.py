@@ -34,3 +34,17 @@ def keep_top_units(
         top = scores[name].reshape(directions, units).topk(keep, dim=1).indices.sort(dim=1).values
         plan[name] = top[0] if name.startswith("conv.") else top
     return plan
+
+
+def remove_lowest_units(
+    encoder: LSTMCTCEncoder, scores: Scores, group: str, count: int, min_units: int = 1
+) -> KeepPlan | None:
+    """The plan that removes the ``count`` lowest-scoring units of one group (per direction), or None when
+    that would leave fewer than ``min_units``: the move of a latency search, which shrinks one layer at a
+    time so that layers end up with uneven widths where the search finds them cheapest."""
+    directions, units = unit_groups(encoder)[group]
+    keep = units - count
+    if count < 1 or keep < max(1, min_units):
+        return None
+    top = scores[group].reshape(directions, units).topk(keep, dim=1).indices.sort(dim=1).values
+    return {group: top[0] if group.startswith("conv.") else top}

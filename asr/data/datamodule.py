@@ -40,7 +40,9 @@ class SpeechDataModule(L.LightningDataModule):
         self.valid_utterances: list[Utterance] = []
 
     def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit"):
+        # A datamodule reused across fits (the latency search fine-tunes many candidates) reads and checks
+        # its manifests once.
+        if stage in (None, "fit") and not self.train_utterances:
             self.train_utterances = [
                 u
                 for manifest in self.config.train_manifests
@@ -50,7 +52,7 @@ class SpeechDataModule(L.LightningDataModule):
             check_audio_files(
                 self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests)
             )
-        if stage in (None, "fit", "validate"):
+        if stage in (None, "fit", "validate") and not self.valid_utterances:
             self.valid_utterances = read_manifest(self.config.valid_manifest)
             check_audio_files(self.valid_utterances, self.config.valid_manifest)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# FSDD connected digits: data -> tokenizer -> train -> evaluate -> LM + decoder tuning -> prune -> study.
+# FSDD connected digits: data -> tokenizer -> train -> evaluate -> LM + decoder tuning -> prune -> study
+# -> latency search.
 #
 #   bash run.sh                          # everything, from stage 0
 #   bash run.sh --stage 2 --stop-stage 2 # only training (resumes from the last checkpoint)
@@ -7,6 +8,7 @@
 #   bash run.sh --fsdd-dir /path/to/fsdd # FSDD elsewhere (default: ../shared/data/fsdd, else download)
 #   bash run.sh --units char             # character units instead of whole-word unigram pieces
 #   bash run.sh --stage 5 --prune-runs "mnp_vanilla mnp_entropy"   # only these pruning runs
+#   bash run.sh --stage 7 --search-set search.objective=encoder       # the latency search, another objective
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -14,7 +16,7 @@ cd "$(dirname "$0")"
 . ../common/prune_runs.sh
 
 stage=0
-stop_stage=6
+stop_stage=7
 quick=false
 fsdd_dir=""
 threads=1               # inference threads for evaluation timings (a one-core edge device)
@@ -28,6 +30,8 @@ extra=()                # extra --set overrides for training
 prune_runs="mnp_vanilla mnp_entropy vib_vanilla vib_entropy"
 entropy_weight=1.0
 prune_extra=()          # extra --set overrides for every pruning run
+search_extra=()         # extra --set overrides for the latency search (stage 7)
+search_name=end_to_end  # folder of the search under exp/search/
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -42,7 +46,9 @@ while [[ $# -gt 0 ]]; do
     --prune-runs) prune_runs="$2"; shift 2 ;;
     --entropy-weight) entropy_weight="$2"; shift 2 ;;
     --prune-set) prune_extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --search-set) search_extra+=(--set "$2"); shift 2 ;;
+    --search-name) search_name="$2"; shift 2 ;;
+    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -59,13 +65,19 @@ if $quick; then
   prune_extra=(--set prune.schedule.target=0.5 --set prune.schedule.step=0.25 --set prune.schedule.final_epochs=1
     --set "prune.snapshots=[0.5]" "${prune_extra[@]}")
   study_sizes=(--limit 20 --repeats 1)
+  search_extra=(--set search.max_depth=2 --set search.finetune_batches=2 --set search.final_finetune_batches=2
+    --set search.calibration_limit=8 --set search.min_units=2 --set target.repeats=1 --set "search.budgets=[0.9,0.8]"
+    --set data.num_workers=0 "${search_extra[@]}")
+  calibration_count=10
 else
   data=data exp=exp/baseline
   corpus_sizes=()
   study_sizes=(--limit 300 --repeats 3)
+  calibration_count=40
 fi
 prune_dir=$(dirname "$exp")/prune
 study_dir=$(dirname "$exp")/study
+search_dir=$(dirname "$exp")/search
 fsdd_args=()
 [[ -n "$fsdd_dir" ]] && fsdd_args=(--fsdd-dir "$fsdd_dir")
 
@@ -125,4 +137,18 @@ if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
   speechprune study --baseline "$exp/model.pt" --runs "${runs[@]}" \
     --manifest "$data/corpus/test.jsonl" --greedy-manifest "$data/corpus/test_speaker.jsonl" \
     --decoders "$study_dir/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$study_dir" "${study_sizes[@]}"
+fi
+
+if [[ $stage -le 7 && $stop_stage -ge 7 ]]; then
+  echo "== stage 7: latency search (encoder + decoder measured on this machine) -> $search_dir/$search_name"
+  python local/make_calibration.py "$data/corpus/valid.jsonl" --out "$data/corpus/calibration.jsonl" \
+    --count "$calibration_count"
+  status=0
+  speechprune search "$exp/model.pt" --config conf/search.yaml --exp-dir "$search_dir/$search_name" \
+    --set search.calibration_manifest="$data/corpus/calibration.jsonl" \
+    --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+    --set data.valid_manifest="$data/corpus/valid.jsonl" \
+    --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" || status=$?
+  # status 1: a budget was out of reach (named above, results written); anything else is a failure
+  [[ $status -le 1 ]] || exit $status
 fi

@@ -11,9 +11,9 @@ import sys
 from collections.abc import Callable
 
 from common.errors import SpeechpruneError
-from speechprune.cli import data, decoding, study, training
+from speechprune.cli import data, decoding, search, study, training
 
-COMMAND_GROUPS = (data, training, decoding, study)
+COMMAND_GROUPS = (data, training, decoding, study, search)
 DESCRIPTION = (
     "Decoder-aware structured pruning of CTC speech recognizers: prepare data, train, prune, decode, "
     "measure the encoder/decoder trade-off and report it."

@@ -1,0 +1,114 @@
+"""A latency search from a config file: what ``speechprune search`` runs.
+
+Config sections: ``search`` (:class:`SearchConfig`), ``decoder`` (backend + decoder settings),
+``target`` (local: threads, cores, repeats, warmup), ``regularizer`` (the output-sharpness term of the
+fine-tunes), and ``data``, ``augment``, ``optim``, ``trainer`` as for pruning (the fine-tunes' data).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asr.checkpoint import load_model
+from asr.config import build_section
+from asr.inference import load_evaluation_audio
+from common.errors import SpeechpruneError
+from common.fileio import write_csv, write_json
+from speechprune.search.config import DecoderChoice, SearchConfig
+from speechprune.search.finals import finalize
+from speechprune.search.finetune import FineTuner
+from speechprune.search.plots import write_search_plots
+from speechprune.search.state import SearchState, fingerprint
+from speechprune.search.targets import LatencyTarget, LocalTarget
+from speechprune.search.tree import LatencySearch
+
+TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup"}
+RESULTS_NAME = "search_results.json"
+
+
+def local_target(section: dict[str, Any], waveforms: list, sample_rate: int) -> LocalTarget:
+    unknown = sorted(set(section) - TARGET_KEYS)
+    if unknown:
+        raise SpeechpruneError(
+            f"config section 'target': unknown keys {unknown}; known: {sorted(TARGET_KEYS)}"
+        )
+    if section.get("kind", "local") != "local":
+        raise SpeechpruneError(f"target.kind {section['kind']!r}: only 'local' is available")
+    return LocalTarget(
+        waveforms,
+        sample_rate,
+        threads=int(section.get("threads", 1)),
+        cores=section.get("cores"),
+        repeats=int(section.get("repeats", 3)),
+        warmup=int(section.get("warmup", 1)),
+    )
+
+
+def run_search(
+    config: dict[str, Any],
+    base_model: str | Path,
+    exp_dir: str | Path,
+    test_manifests: list[Path] | None = None,
+    target: LatencyTarget | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Search (resuming from ``exp_dir``), finalize every budget, write results and plots; returns them."""
+    exp_dir = Path(exp_dir)
+    search = build_section(config, "search", SearchConfig)
+    budgets = search.parsed_budgets()
+    decoder = DecoderChoice.from_section(config.get("decoder"))
+    test_manifests = [Path(m) for m in test_manifests or []]
+    for manifest in [Path(search.calibration_manifest), *test_manifests]:
+        if not manifest.is_file():
+            raise SpeechpruneError(f"{manifest}: no such manifest")
+    base = load_model(base_model)
+    tuner = FineTuner(config, base.tokenizer, base.recognizer.sample_rate)
+    state = SearchState.load_or_new(
+        exp_dir,
+        fingerprint(
+            {
+                "model": str(Path(base_model).resolve()),
+                **{k: config.get(k) for k in ("search", "decoder", "target", "regularizer", "optim", "data")},
+            }
+        ),
+    )
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    sample_rate = base.recognizer.sample_rate
+    calibration = load_evaluation_audio(search.calibration_manifest, sample_rate, search.calibration_limit)
+    target = target or local_target(dict(config.get("target") or {}), calibration.waveforms, sample_rate)
+    searcher = LatencySearch(Path(base_model), exp_dir, search, decoder, target, tuner, state, calibration)
+    searcher.run(progress=progress)
+    results = finalize(searcher, test_manifests)
+    results["budgets"] = [b.label for b in budgets]
+    write_json(exp_dir / RESULTS_NAME, results)
+    rows = [record_row(r) for r in state.candidates.values()]
+    write_csv(exp_dir / "candidates.csv", rows)
+    write_search_plots(results, rows, exp_dir)
+    return results
+
+
+def record_row(record: Any) -> dict[str, Any]:
+    """One CSV row per candidate: widths, accuracy, latency and ratios, flat."""
+    row = {
+        "id": record.id,
+        "parent": record.parent,
+        "level": record.level,
+        "move": record.move,
+        "status": record.status,
+        "ctc_loss": record.ctc_loss,
+        "wer_greedy": record.wer_greedy,
+        "wer": record.wer,
+        "macs_per_second": round(record.macs_per_second),
+    }
+    row.update({f"width_{g}": w for g, w in record.widths.items()})
+    row.update({f"{k}": v for k, v in (record.latency or {}).items()})
+    row.update({f"ratio_{k}": v for k, v in record.ratios.items()})
+    row.update(
+        {
+            f"decoder_{k}": v
+            for k, v in record.decoder.items()
+            if k in ("backend", "beam_threshold", "cutoff_prob")
+        }
+    )
+    return row

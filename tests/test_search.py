@@ -1,0 +1,246 @@
+"""The latency search: budgets, the tree on a tiny model with a fake deterministic target, resuming after
+a kill, unreachable budgets, co-tuning, core pinning, and the CLI end to end with the real local target."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+import yaml
+
+from asr.checkpoint import load_model
+from asr.inference import encode_each, load_evaluation_audio, stack_emissions
+from common.errors import SpeechpruneError
+from decoding.backends import make_decoder
+from pruning.cost import encoder_macs_per_second
+from speechprune.cli import main
+from speechprune.search.config import Budget, SearchConfig
+from speechprune.search.job import run_search
+from speechprune.search.state import STATE_NAME
+from speechprune.search.targets import Latency, LatencyTarget, Measured, TimingJob, pinned_to
+from tests.conftest import tiny_config
+
+
+class MacsTarget(LatencyTarget):
+    """A fast, deterministic stand-in for a device: encoder ms from MACs; decoder ms grows as the LSTM
+    narrows (as flatter outputs make the search work harder). Decoded results come from greedy decoding
+    of the job's model on the calibration audio, so WERs are real."""
+
+    def __init__(self, manifest: Path, limit: int) -> None:
+        self.manifest, self.limit = manifest, limit
+        self.calls = 0
+
+    def describe(self) -> dict:
+        return {"kind": "fake-macs"}
+
+    def measure(self, jobs: Mapping[str, TimingJob]) -> dict[str, Measured]:
+        self.calls += 1
+        measured = {}
+        for name, job in jobs.items():
+            model = load_model(job.model_path)
+            audio = load_evaluation_audio(self.manifest, model.recognizer.sample_rate, self.limit)
+            emissions = encode_each(model.recognizer, audio.waveforms)
+            results = make_decoder("greedy", model.tokenizer)(*stack_emissions(emissions))
+            encoder = model.recognizer.encoder
+            macs = encoder_macs_per_second(encoder, model.recognizer.features.config)
+            decoder_ms = 0.4 * 48 / sum(encoder.config.lstm_hidden)
+            mean_seconds = sum(audio.audio_seconds) / len(audio.audio_seconds)
+            measured[name] = Measured(Latency(macs / 1e6, decoder_ms, mean_seconds), results)
+        return measured
+
+
+def search_config(corpus: dict[str, Path], **search) -> dict:
+    config = tiny_config(corpus, epochs=1)
+    config["trainer"].pop("max_epochs")
+    config["trainer"].pop("log_every_n_steps")
+    config["optim"] = {"lr": 0.003, "warmup_fraction": 0.1}
+    config["search"] = {
+        "objective": "end_to_end",
+        "budgets": [0.9, 0.75],
+        "groups": ["lstm", "conv"],
+        "step": 0.25,
+        "min_units": 2,
+        "width": 1,
+        "max_depth": 2,
+        "finetune_batches": 2,
+        "final_finetune_batches": 2,
+        "calibration_manifest": str(corpus["valid"]),
+        "calibration_limit": 6,
+        **search,
+    }
+    config["decoder"] = {"backend": "greedy"}
+    config["target"] = {"threads": 1, "repeats": 1, "warmup": 0}
+    return config
+
+
+def test_budgets_parse_fractions_percentages_and_milliseconds_per_second():
+    assert Budget.parse("0.45") == Budget(0.45) and Budget.parse("45%") == Budget(0.45)
+    assert Budget.parse("40ms/s") == Budget(40.0, "ms_per_second")
+    assert Budget(0.5).limit(80.0) == 40.0 and Budget(40.0, "ms_per_second").limit(80.0) == 40.0
+    for bad in ("fast", "0", "1.2", "-3ms/s", "nan"):
+        with pytest.raises(SpeechpruneError, match="budgets"):
+            Budget.parse(bad)
+    config = SearchConfig(calibration_manifest="x.jsonl", budgets=["35%", 0.6, "45%"])
+    assert [b.value for b in config.parsed_budgets()] == [0.6, 0.45, 0.35]  # loosest first
+    with pytest.raises(SpeechpruneError, match="macs"):
+        SearchConfig(calibration_manifest="x", objective="macs", budgets=["40ms/s"]).parsed_budgets()
+    with pytest.raises(ValueError, match="objective"):
+        SearchConfig(calibration_manifest="x", objective="speed")
+
+
+def _tree(exp: Path) -> dict:
+    state = json.loads((exp / STATE_NAME).read_text())
+    return {
+        "levels": state["levels"],
+        "widths": {cid: c["widths"] for cid, c in state["candidates"].items()},
+        "ctc_loss": {cid: c["ctc_loss"] for cid, c in state["candidates"].items()},
+    }
+
+
+@pytest.fixture(scope="module")
+def searched(tiny_corpus, base_model, tmp_path_factory):
+    exp = tmp_path_factory.mktemp("search")
+    target = MacsTarget(tiny_corpus["valid"], 6)
+    results = run_search(
+        search_config(tiny_corpus), base_model, exp, [tiny_corpus["test"]], target=target, progress=False
+    )
+    return exp, results
+
+
+def test_search_grows_a_tree_of_one_layer_moves_and_keeps_the_best_trade(searched, base_model):
+    exp, results = searched
+    state = json.loads((exp / STATE_NAME).read_text())
+    candidates = state["candidates"]
+    base_widths = candidates["root"]["widths"]
+    assert base_widths == {"conv.0": 8, "conv.1": 8, "lstm.0": 48}
+    assert len(state["levels"]) >= 1 and all(len(level) == 1 for level in state["levels"])  # width 1
+    for cid, record in candidates.items():
+        if cid == "root":
+            continue
+        parent = candidates[record["parent"]]
+        changed = {g for g in base_widths if record["widths"][g] != parent["widths"][g]}
+        assert changed == {record["move"]}  # one group per move
+        step = {"conv.0": 2, "conv.1": 2, "lstm.0": 12}[record["move"]]  # 25% of the original units
+        assert parent["widths"][record["move"]] - record["widths"][record["move"]] == step
+        assert record["status"] == "measured" and (exp / record["model"]).is_file()
+        assert load_model(exp / record["model"]).recognizer.encoder.config.lstm_hidden == [
+            record["widths"]["lstm.0"]
+        ]
+    # the kept child of each level is the one with the least loss per latency saved
+    for level, kept in enumerate(state["levels"], start=1):
+        siblings = [c for c in candidates.values() if c["level"] == level]
+        parent = candidates[siblings[0]["parent"]]
+
+        def trade(c, parent=parent):
+            saved = parent["ratios"]["end_to_end"] - c["ratios"]["end_to_end"]
+            return (c["ctc_loss"] - parent["ctc_loss"]) / saved if saved > 1e-9 else float("inf")
+
+        assert kept == [min(siblings, key=lambda c: (trade(c), c["ratios"]["end_to_end"]))["id"]]
+    # every met budget has a final model, re-measured, whose objective fits
+    assert {f["budget"] for f in results["finals"]} | {u["budget"] for u in results["unmet_budgets"]} == {
+        "90pct",
+        "75pct",
+    }
+    for final in results["finals"]:
+        assert (exp / final["model"]).is_file()
+        assert final["objective_ratio_to_budget"] <= 1.0 + 1e-6  # the fake target is exact
+        assert final["end_to_end_ratio"] == pytest.approx(final["search_ratios"]["end_to_end"], abs=1e-3)
+        assert 0.0 <= final["test_wer"]["test"] <= 1.0 and "test" in final["test_wer_greedy"]
+    assert results["noise_floor"]["copy_end_to_end_ratio"] == pytest.approx(1.0)
+    for name in ("search_results.json", "candidates.csv", "search_candidates.png", "search_breakdown.png"):
+        assert (exp / name).stat().st_size > 100
+
+
+def test_a_killed_search_resumes_to_the_same_tree(tiny_corpus, base_model, searched, tmp_path):
+    exp_full, _ = searched
+    exp = tmp_path / "killed"
+    config = search_config(tiny_corpus)
+    calls = {"n": 0}
+
+    import speechprune.search.finetune as finetune
+
+    original = finetune.FineTuner.__call__
+
+    def dies_on_the_fourth(self, *args):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # as a kill between two candidates' fine-tunes
+        return original(self, *args)
+
+    finetune.FineTuner.__call__ = dies_on_the_fourth
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_search(config, base_model, exp, target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+    finally:
+        finetune.FineTuner.__call__ = original
+    interrupted = json.loads((exp / STATE_NAME).read_text())
+    assert (
+        not interrupted["finished"]
+        and 1 <= len(interrupted["candidates"]) - 1 < len(_tree(exp_full)["widths"]) - 1
+    )
+    run_search(config, base_model, exp, target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+    resumed, full = _tree(exp), _tree(exp_full)
+    assert resumed["levels"] == full["levels"] and resumed["widths"] == full["widths"]
+    assert resumed["ctc_loss"] == pytest.approx(full["ctc_loss"])
+
+
+def test_a_changed_config_is_not_resumed_into_an_old_tree(tiny_corpus, base_model, searched):
+    exp, _ = searched
+    config = search_config(tiny_corpus, step=0.5)
+    with pytest.raises(SpeechpruneError, match="different config"):
+        run_search(config, base_model, exp, target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+
+
+def test_an_unreachable_budget_names_the_closest_candidate(tiny_corpus, base_model, tmp_path, capsys):
+    config = search_config(tiny_corpus, budgets=["1%"], max_depth=1, final_finetune_batches=0)
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(config))
+    status = main(["search", str(base_model), "--config", str(path), "--exp-dir", str(tmp_path / "exp")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert "budget 1pct not reached; closest candidate" in err and "max_depth" in err
+    results = json.loads((tmp_path / "exp" / "search_results.json").read_text())
+    unmet = results["unmet_budgets"][0]
+    state = json.loads((tmp_path / "exp" / STATE_NAME).read_text())
+    ratios = {cid: c["ratios"]["end_to_end"] for cid, c in state["candidates"].items() if cid != "root"}
+    assert unmet["closest"] == min(ratios, key=ratios.get)
+    assert results["finals"] == [] and results["target"]["kind"] == "local"  # the real local target ran
+    assert results["unpruned"]["encoder_ms"] > 0 and results["unpruned"]["decoder_ms"] > 0
+
+
+def test_co_tuning_keeps_wer_within_tolerance(tiny_corpus, base_model, tmp_path):
+    config = search_config(tiny_corpus, co_tune=True, max_depth=1, wer_tolerance=0.0)
+    config["decoder"] = {"backend": "own", "beam_width": 4, "cutoff_top_n": 64}
+    run_search(config, base_model, tmp_path, target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+    state = json.loads((tmp_path / STATE_NAME).read_text())
+    for cid, record in state["candidates"].items():
+        if cid == "root":
+            assert record["decoder"]["beam_threshold"] is None and record["decoder"]["cutoff_prob"] == 1.0
+            continue
+        tuned = record["decoder"]
+        assert tuned["beam_width"] == 4  # only thresholds and cutoffs are co-tuned
+        assert tuned["beam_threshold"] is None or tuned["beam_threshold"] <= 10.0
+
+
+def test_bad_search_configs_are_one_line_errors(tiny_corpus, base_model, tmp_path, capsys):
+    config = search_config(tiny_corpus)
+    config["target"]["speed"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["search", str(base_model), "--config", str(path), "--exp-dir", str(tmp_path / "e")]) == 2
+    assert "target" in capsys.readouterr().err
+    config = search_config(tiny_corpus, calibration_manifest=str(tmp_path / "missing.jsonl"))
+    path.write_text(yaml.safe_dump(config))
+    assert main(["search", str(base_model), "--config", str(path), "--exp-dir", str(tmp_path / "e")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this platform")
+def test_pinning_to_a_core_is_undone_afterwards():
+    before = os.sched_getaffinity(0)
+    with pinned_to([min(before)]):
+        assert os.sched_getaffinity(0) == {min(before)}
+    assert os.sched_getaffinity(0) == before
