@@ -65,6 +65,18 @@ def build_trainer(
     )
 
 
+def latest_checkpoint(exp_dir: Path) -> ModelCheckpoint:
+    """``checkpoints/last.ckpt`` rewritten after every epoch, whatever the monitored metric did.
+
+    Lightning's ``save_last=True`` writes last.ckpt only when a top-k checkpoint was saved in the same
+    step, so epochs that do not improve validation WER would be lost to a kill; this callback has no
+    monitor, so its single kept checkpoint is always the latest.
+    """
+    return ModelCheckpoint(
+        dirpath=exp_dir / "checkpoints", filename="last", save_top_k=1, enable_version_counter=False
+    )
+
+
 def fit_resuming(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, exp_dir: Path
 ) -> str | None:
@@ -98,9 +110,8 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         monitor="val_wer",
         mode="min",
         save_top_k=1,
-        save_last=True,
     )
-    trainer = build_trainer(config, exp_dir, [checkpoints])
+    trainer = build_trainer(config, exp_dir, [checkpoints, latest_checkpoint(exp_dir)])
     started = time.perf_counter()
     resume_from = fit_resuming(trainer, module, datamodule, exp_dir)
     elapsed = time.perf_counter() - started

@@ -13,12 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import ModelCheckpoint
-
 from asr.config import build_section
 from asr.data.datamodule import SpeechDataModule
 from asr.lightning_module import CTCModule
-from asr.training import build_trainer, fit_resuming, start_run
+from asr.training import build_trainer, fit_resuming, latest_checkpoint, start_run
 from common.errors import SpeechpruneError
 from common.fileio import write_json
 from pruning.callback import StructuredPruning
@@ -53,10 +51,8 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
         snapshot_dir=exp_dir / SNAPSHOT_DIR,
         snapshot_sparsities=[float(s) for s in section.get("snapshots", [schedule.target])],
     )
-    # the latest epoch (and last.ckpt, for resuming); "best" makes no sense across sparsities
-    checkpoints = ModelCheckpoint(
-        dirpath=exp_dir / "checkpoints", filename="epoch{epoch:03d}", save_top_k=1, save_last=True
-    )
+    # only the latest epoch (last.ckpt, for resuming): "best" makes no sense across sparsities
+    checkpoints = latest_checkpoint(exp_dir)
     epochs = total_epochs(schedule)
     trainer_options = config.get("trainer") or {}
     if trainer_options.get("max_epochs") not in (None, epochs):

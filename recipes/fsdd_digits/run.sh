@@ -67,7 +67,7 @@ if $quick; then
   study_sizes=(--limit 20 --repeats 1)
   search_extra=(--set search.max_depth=2 --set search.finetune_batches=2 --set search.final_finetune_batches=2
     --set search.calibration_limit=8 --set search.min_units=2 --set target.repeats=1 --set "search.budgets=[0.9,0.8]"
-    --set data.num_workers=0 "${search_extra[@]}")
+    --set "search.uniform_sparsities=[0.5]" --set data.num_workers=0 "${search_extra[@]}")
   calibration_count=10
 else
   data=data exp=exp/baseline

@@ -23,14 +23,16 @@ def _search(args: argparse.Namespace) -> int:
     )
     for final in results["finals"]:
         print(
-            f"{final['budget']}: {final['candidate']} widths {final['widths']} -> end-to-end "
+            f"{final['method']} {final['budget']}: {final['candidate']} widths {final['widths']} "
+            "-> end-to-end "
             f"{final['end_to_end_ratio']:.3f}x unpruned, "
             f"objective/budget {final['objective_ratio_to_budget']:.3f}, "
             f"calibration WER {100 * final['wer_calibration']:.2f}% -> {final['model']}"
         )
     for unmet in results["unmet_budgets"]:
         print(
-            f"speechprune search: budget {unmet['budget']} not reached; closest candidate {unmet['closest']} "
+            f"speechprune search: budget {unmet['budget']} not reached by {unmet['method']}; "
+            f"closest candidate {unmet['closest']} "
             f"at {unmet['closest_value']} ({results['stop_reason']})",
             file=sys.stderr,
         )

@@ -86,6 +86,9 @@ class SearchConfig:
         wer_tolerance: co-tuning keeps the cheapest settings whose WER is at most this much (absolute)
             above the WER with the user's settings.
         seed: seeds fine-tuning (per candidate, so a resumed search repeats it).
+        uniform_sparsities: also prune uniformly (every LSTM layer loses the same fraction, ranked by the
+            criterion) to each of these sparsities, with the same brief and final fine-tunes, measured on
+            the same target: the baseline the search must beat at each budget (empty = none).
     """
 
     objective: str = "end_to_end"
@@ -104,6 +107,7 @@ class SearchConfig:
     co_tune: bool = False
     wer_tolerance: float = 0.005
     seed: int = 0
+    uniform_sparsities: list[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -122,6 +126,8 @@ class SearchConfig:
             raise ValueError("search.calibration_manifest is required (the speech latencies are measured on)")
         if not self.budgets:
             raise ValueError("search.budgets needs at least one budget")
+        if any(not 0.0 < s < 1.0 for s in self.uniform_sparsities):
+            raise ValueError(f"search.uniform_sparsities must lie in (0, 1), got {self.uniform_sparsities}")
         if self.wer_tolerance < 0:
             raise ValueError(f"search.wer_tolerance must be >= 0, got {self.wer_tolerance}")
 

@@ -28,6 +28,7 @@ COPY = "unpruned-copy"
 class FinalModel:
     """A budget's exported model and its measured fit."""
 
+    method: str  # "search" or "uniform"
     budget: str
     budget_value: float
     budget_unit: str
@@ -53,11 +54,17 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
     root = state.candidates[ROOT]
     finals: list[FinalModel] = []
     unmet: list[dict[str, Any]] = []
-    for result in search.budget_results():
+    methods = ["search"]
+    if search.search.uniform_sparsities:
+        search.add_uniform_baseline()
+        methods.append("uniform")
+    picks = [(m, r) for m in methods for r in search.budget_results(uniform=m == "uniform")]
+    for method, result in picks:
         if result.candidate is None:
             closest = state.candidates.get(result.closest) if result.closest else None
             unmet.append(
                 {
+                    "method": method,
                     "budget": result.budget.label,
                     "closest": closest.id if closest else None,
                     "closest_value": round(search._value(closest, result.budget), 4) if closest else None,
@@ -66,7 +73,8 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
             )
             continue
         record = state.candidates[result.candidate]
-        out = exp_dir / "budgets" / f"{result.budget.label}.pt"
+        name = result.budget.label if method == "search" else f"uniform_{result.budget.label}"
+        out = exp_dir / "budgets" / f"{name}.pt"
         if not out.is_file():
             search.fine_tune(
                 search._path(record),
@@ -76,6 +84,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
             )
         finals.append(
             FinalModel(
+                method=method,
                 budget=result.budget.label,
                 budget_value=result.budget.value,
                 budget_unit=result.budget.unit,
@@ -96,7 +105,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
     }
     jobs.update(
         {
-            f.budget: TimingJob(exp_dir / f.model, f.decoder["backend"], settings_from_dict(f.decoder))
+            f.model: TimingJob(exp_dir / f.model, f.decoder["backend"], settings_from_dict(f.decoder))
             for f in finals
         }
     )
@@ -104,7 +113,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
     reference = measured[REFERENCE].latency
     references = search.calibration.references
     for final in finals:
-        latency = measured[final.budget].latency
+        latency = measured[final.model].latency
         final.encoder_ms = round(latency.encoder_ms, 4)
         final.decoder_ms = round(latency.decoder_ms, 4)
         final.ms_per_second = round(latency.ms_per_second, 4)
@@ -119,7 +128,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
             value = latency.encoder_ms_per_second if objective == "encoder" else latency.ms_per_second
         final.objective_ratio_to_budget = round(value / final.budget_value, 4)
         final.wer_calibration = round(
-            error_counts(references, [r.text for r in measured[final.budget].results]).wer, 5
+            error_counts(references, [r.text for r in measured[final.model].results]).wer, 5
         )
         final.test_wer, final.test_wer_greedy = test_wers(
             exp_dir / final.model, final.decoder, test_manifests

@@ -5,20 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from common.fileio import atomic_open  # noqa: E402
-
-
-def _save(figure: plt.Figure, path: Path) -> Path:
-    figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=120)
-    plt.close(figure)
-    return path
+from speechprune.figures import save_png
 
 
 def plot_candidates(results: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> Path:
@@ -39,7 +28,7 @@ def plot_candidates(results: dict[str, Any], rows: list[dict[str, Any]], out: Pa
             [100 * final["wer_calibration"]],
             marker="*",
             s=180,
-            label=f"final for {final['budget']} (re-measured)",
+            label=f"{final['method']} for {final['budget']} (final, re-measured)",
         )
     for final in results["finals"]:
         if final["budget_unit"] == "fraction" and results["objective"] == "end_to_end":
@@ -57,12 +46,12 @@ def plot_candidates(results: dict[str, Any], rows: list[dict[str, Any]], out: Pa
     axis.set_title(f"Search ({results['objective']} objective): candidates vs budgets (dotted)")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
-    return _save(figure, out / "search_candidates.png")
+    return save_png(figure, out / "search_candidates.png")
 
 
 def plot_final_breakdown(results: dict[str, Any], out: Path) -> Path:
     """Encoder and decoder milliseconds per utterance of the unpruned model and each budget's model."""
-    labels = ["unpruned"] + [f["budget"] for f in results["finals"]]
+    labels = ["unpruned"] + [f"{f['method']}\n{f['budget']}" for f in results["finals"]]
     encoder = [results["unpruned"]["encoder_ms"]] + [f["encoder_ms"] for f in results["finals"]]
     decoder = [results["unpruned"]["decoder_ms"]] + [f["decoder_ms"] for f in results["finals"]]
     figure, axis = plt.subplots(figsize=(max(5.0, 1.1 * len(labels)), 4.2))
@@ -72,7 +61,7 @@ def plot_final_breakdown(results: dict[str, Any], out: Path) -> Path:
     axis.set_title("Where the time goes: encoder vs decoder")
     axis.grid(axis="y", alpha=0.3)
     axis.legend()
-    return _save(figure, out / "search_breakdown.png")
+    return save_png(figure, out / "search_breakdown.png")
 
 
 def write_search_plots(results: dict[str, Any], rows: list[dict[str, Any]], out: Path) -> list[Path]:

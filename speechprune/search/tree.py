@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from asr.checkpoint import LoadedModel, load_model, save_model
-from asr.inference import EvaluationAudio, ctc_loss, encode_batched, stack_emissions
+from asr.inference import DecoderRound, EvaluationAudio, ctc_loss, encode_batched, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import LSTMCTCEncoder
 from asr.recognizer import SpeechRecognizer
@@ -35,7 +35,7 @@ from common.measure import interleaved
 from decoding.backends import DecoderSettings, make_decoder
 from pruning.cost import encoder_macs_per_second
 from pruning.criteria import Criterion, PruningContext, make_criterion
-from pruning.selection import remove_lowest_units, units_to_keep
+from pruning.selection import keep_top_units, remove_lowest_units, units_to_keep
 from pruning.structure import prune_encoder, unit_groups
 from speechprune.search.config import Budget, DecoderChoice, SearchConfig
 from speechprune.search.finetune import candidate_seed
@@ -43,6 +43,7 @@ from speechprune.search.state import CandidateRecord, SearchState
 from speechprune.search.targets import LatencyTarget, Measured, TimingJob
 
 ROOT = "root"
+UNIFORM_PREFIX = "uniform-s"  # ids of the uniform-pruning baseline's candidates
 CO_TUNE_THRESHOLDS = (10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.0)
 CO_TUNE_CUTOFFS = (0.999, 0.99, 0.95)
 REFERENCE = "unpruned"
@@ -136,7 +137,9 @@ class LatencySearch:
         """Children of every kept candidate, one per group that can still shrink; identical width
         vectors reached along different paths are evaluated once (the first one spawned)."""
         children: list[str] = []
-        seen = {tuple(sorted(self.state.candidates[c].widths.items())) for c in self.state.candidates}
+        seen = {
+            tuple(sorted(r.widths.items())) for r in self.state.candidates.values() if not is_uniform(r.id)
+        }
         for parent_id in beam:
             parent = self.state.candidates[parent_id]
             loaded: LoadedModel | None = None
@@ -174,6 +177,33 @@ class LatencySearch:
                 seen.add(tuple(sorted(widths.items())))
                 children.append(child_id)
         return children
+
+    def add_uniform_baseline(self) -> list[str]:
+        """Uniformly pruned models at ``search.uniform_sparsities`` (LSTM units, the same fraction of every
+        layer, ranked by the criterion on the unpruned model), fine-tuned as briefly as the search's
+        candidates and measured the same way: what the search is compared with at each budget."""
+        root = self.state.candidates[ROOT]
+        lstm_groups = [g for g in self.original if g.startswith("lstm.")]
+        ids = []
+        for sparsity in self.search.uniform_sparsities:
+            cid = f"{UNIFORM_PREFIX}{round(sparsity * 100):02d}"
+            ids.append(cid)
+            if cid in self.state.candidates:
+                continue
+            loaded = load_model(self._path(root))
+            encoder = loaded.recognizer.encoder
+            scores = self.criterion.scores(encoder, self._context(loaded, 0))
+            plan = keep_top_units(encoder, scores, self.original, sparsity, lstm_groups)
+            model_path = self.exp_dir / "candidates" / f"{cid}.pt"
+            save_model(model_path, replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer)
+            self.fine_tune(
+                model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, cid)
+            )
+            self._add_candidate(cid, ROOT, 0, f"uniform {sparsity:g}", load_model(model_path), model_path)
+        pending = [c for c in ids if self.state.candidates[c].status != "measured"]
+        if pending:
+            self._measure(pending)
+        return ids
 
     def _context(self, loaded: LoadedModel, level: int) -> PruningContext:
         context = PruningContext(event=level)
@@ -225,15 +255,13 @@ class LatencySearch:
             grid += [
                 replace(s, cutoff_prob=c) for s in list(grid) for c in CO_TUNE_CUTOFFS if c < s.cutoff_prob
             ]
-        log_probs, lengths = stack_emissions(emissions)
-        decoders = {i: make_decoder(self.decoder.backend, model.tokenizer, s) for i, s in enumerate(grid)}
-        texts = {i: [r.text for r in d(log_probs, lengths)] for i, d in decoders.items()}
-        wers = {i: error_counts(self.calibration.references, t).wer for i, t in texts.items()}
-        timings = interleaved(
-            {i: (lambda d=d: [r.wall_time_s for r in d(log_probs, lengths)]) for i, d in decoders.items()},
-            repeats=1,
-            warmup=0,
-        )
+        rounds = {
+            i: DecoderRound(make_decoder(self.decoder.backend, model.tokenizer, s), emissions)
+            for i, s in enumerate(grid)
+        }
+        timings = interleaved(rounds, repeats=1, warmup=1)  # the warm-up pass gives every grid point's texts
+        references = self.calibration.references
+        wers = {i: error_counts(references, [r.text for r in run.results]).wer for i, run in rounds.items()}
         allowed = [i for i in range(len(grid)) if wers[i] <= wers[0] + self.search.wer_tolerance + 1e-12]
         return grid[min(allowed, key=lambda i: timings[i].mean_ms)]
 
@@ -302,8 +330,13 @@ class LatencySearch:
     def _meets(self, record: CandidateRecord, budget: Budget) -> bool:
         return record.status == "measured" and self._value(record, budget) <= budget.value
 
-    def budget_results(self) -> list[BudgetResult]:
-        measured = [r for r in self.state.candidates.values() if r.status == "measured" and r.id != ROOT]
+    def budget_results(self, uniform: bool = False) -> list[BudgetResult]:
+        """Per budget, the most accurate fitting candidate of the search (or of the uniform baseline)."""
+        measured = [
+            r
+            for r in self.state.candidates.values()
+            if r.status == "measured" and r.id != ROOT and is_uniform(r.id) == uniform
+        ]
         results = []
         for budget in self.budgets:
             fitting = [r for r in measured if self._meets(r, budget)]
@@ -315,6 +348,10 @@ class LatencySearch:
     def _describe(self, cid: str) -> str:
         record = self.state.candidates[cid]
         return f"{cid} e2e {record.ratios.get('end_to_end', 0):.2f} WER {record.wer}"
+
+
+def is_uniform(candidate_id: str) -> bool:
+    return candidate_id.startswith(UNIFORM_PREFIX)
 
 
 def replace_encoder(loaded: LoadedModel, encoder: LSTMCTCEncoder) -> SpeechRecognizer:

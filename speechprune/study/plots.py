@@ -11,13 +11,10 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from common.fileio import atomic_open  # noqa: E402
-from speechprune.study.rows import StudyRow  # noqa: E402
+from speechprune.figures import save_png
+from speechprune.study.rows import StudyRow
 
 Row = StudyRow
 PRIMARY_DECODER = "flashlight"
@@ -29,14 +26,6 @@ def _series_key(row: Row) -> str:
     if row.regularizer_weight == 0:
         return f"{row.method}, vanilla"
     return f"{row.method}, {row.regularizer} λ={row.regularizer_weight:g}"
-
-
-def _save(figure: plt.Figure, path: Path) -> Path:
-    figure.tight_layout()
-    with atomic_open(path, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=120)
-    plt.close(figure)
-    return path
 
 
 def _by_series(rows: list[Row], decoder: str) -> dict[str, list[Row]]:
@@ -81,7 +70,7 @@ def plot_decoder_time(rows: list[Row], out: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     figure.suptitle("Decoder time vs sparsity: vanilla (dashed) vs entropy-regularized (solid) pruning")
-    return _save(figure, out / "decoder_time_vs_sparsity.png")
+    return save_png(figure, out / "decoder_time_vs_sparsity.png")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -122,7 +111,7 @@ def plot_pareto(rows: list[Row], out: Path, decoder: str = PRIMARY_DECODER, thre
     axis.set_title(f"Accuracy vs end-to-end latency (decoder: {decoder})")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=8)
-    return _save(figure, out / "pareto_wer_latency.png")
+    return save_png(figure, out / "pareto_wer_latency.png")
 
 
 def plot_latency_breakdown(
@@ -143,7 +132,7 @@ def plot_latency_breakdown(
     axis.tick_params(axis="x", rotation=70, labelsize=7)
     axis.legend()
     axis.grid(axis="y", alpha=0.3)
-    return _save(figure, out / "latency_breakdown.png")
+    return save_png(figure, out / "latency_breakdown.png")
 
 
 def plot_entropy_vs_search(rows: list[Row], out: Path) -> Path:
@@ -167,4 +156,4 @@ def plot_entropy_vs_search(rows: list[Row], out: Path) -> Path:
         axis.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.suptitle("Does output entropy predict the search space?")
-    return _save(figure, out / "entropy_vs_search.png")
+    return save_png(figure, out / "entropy_vs_search.png")
