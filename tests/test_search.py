@@ -21,6 +21,7 @@ from speechprune.search.config import Budget, SearchConfig
 from speechprune.search.job import run_search
 from speechprune.search.state import STATE_NAME
 from speechprune.search.targets import Latency, LatencyTarget, Measured, TimingJob, pinned_to
+from speechprune.search.tree import trade_off
 from tests.conftest import tiny_config
 
 
@@ -91,6 +92,18 @@ def test_budgets_parse_fractions_percentages_and_milliseconds_per_second():
         SearchConfig(calibration_manifest="x", objective="speed")
 
 
+def test_trade_off_ranks_free_moves_by_saving_and_costly_ones_by_loss_per_saving():
+    moves = {
+        "free-small": (-0.02, 0.01),
+        "free-large": (-0.01, 0.10),
+        "cheap": (0.01, 0.10),
+        "dear": (0.05, 0.10),
+        "useless": (-0.05, 0.0),
+    }
+    ranked = sorted(moves, key=lambda name: trade_off(*moves[name]))
+    assert ranked == ["free-large", "free-small", "cheap", "dear", "useless"]
+
+
 def _tree(exp: Path) -> dict:
     state = json.loads((exp / STATE_NAME).read_text())
     return {
@@ -140,9 +153,9 @@ def test_search_grows_a_tree_of_one_layer_moves_and_keeps_the_best_trade(searche
 
         def trade(c, parent=parent):
             saved = parent["ratios"]["end_to_end"] - c["ratios"]["end_to_end"]
-            return (c["ctc_loss"] - parent["ctc_loss"]) / saved if saved > 1e-9 else float("inf")
+            return (*trade_off(c["ctc_loss"] - parent["ctc_loss"], saved), c["ratios"]["end_to_end"])
 
-        assert kept == [min(siblings, key=lambda c: (trade(c), c["ratios"]["end_to_end"]))["id"]]
+        assert kept == [min(siblings, key=trade)["id"]]
     # every met budget has a final model, re-measured, whose objective fits
     outcomes = [(f["method"], f["budget"]) for f in results["finals"]]
     outcomes += [(u["method"], u["budget"]) for u in results["unmet_budgets"]]

@@ -306,15 +306,15 @@ class LatencySearch:
         return record.ctc_loss if self.search.accuracy == "ctc_loss" else float(record.wer)
 
     def _select(self, children: list[str]) -> list[str]:
-        """The ``width`` children with the least accuracy lost per unit of objective saved vs their parent."""
+        """The ``width`` best children by :func:`trade_off` against their parent."""
+        objective = self.search.objective
 
-        def score(cid: str) -> tuple[float, float]:
+        def score(cid: str) -> tuple[int, float, float]:
             child = self.state.candidates[cid]
             parent = self.state.candidates[child.parent]
-            objective = self.search.objective
             saved = parent.objective_value(objective) - child.objective_value(objective)
             lost = self._accuracy(child) - self._accuracy(parent)
-            return (lost / saved if saved > 1e-9 else float("inf"), child.objective_value(objective))
+            return (*trade_off(lost, saved), child.objective_value(objective))
 
         return sorted(children, key=score)[: self.search.width]
 
@@ -348,6 +348,18 @@ class LatencySearch:
     def _describe(self, cid: str) -> str:
         record = self.state.candidates[cid]
         return f"{cid} e2e {record.ratios.get('end_to_end', 0):.2f} WER {record.wer}"
+
+
+def trade_off(lost: float, saved: float) -> tuple[int, float]:
+    """Sort key of a move that changed accuracy by ``lost`` (higher = worse) and saved ``saved`` of the
+    objective: moves that save nothing come last; moves that lost no accuracy (the brief fine-tune can
+    even improve an under-trained parent) come first, the largest saving first; the rest by accuracy lost
+    per unit saved. A plain ratio would rank a free move by how *little* it saves."""
+    if saved <= 1e-9:
+        return (2, -saved)
+    if lost <= 0:
+        return (0, -saved)
+    return (1, lost / saved)
 
 
 def is_uniform(candidate_id: str) -> bool:
