@@ -3,7 +3,7 @@ regularizer, and Lightning fine-tuning, resumable from ``EXP_DIR/checkpoints/las
 
 Config sections (YAML, overridable with ``--set``): ``data``, ``augment``, ``optim`` and ``trainer`` as
 for training; ``prune`` (criterion, groups, schedule, snapshots, seed); ``vib`` (kl_weight, for the vib
-criterion); ``regularizer`` (:class:`pruning.regularizers.EntropyRegularizerConfig`).
+criterion); ``regularizer`` (:class:`pruning.regularizers.SharpnessRegularizerConfig`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from common.errors import SpeechpruneError
 from common.fileio import write_json
 from pruning.callback import StructuredPruning
 from pruning.criteria import make_criterion
-from pruning.regularizers import EntropyRegularizer, EntropyRegularizerConfig
+from pruning.regularizers import SharpnessRegularizer, SharpnessRegularizerConfig
 from pruning.schedules import ScheduleConfig, total_epochs
 from pruning.vib import VIBKLTerm, add_unit_gates
 
@@ -37,7 +37,7 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
     criterion = make_criterion(str(section.get("criterion", "mnp")), seed=int(section.get("seed", 0)))
     module = CTCModule.from_model_file(base_model, **sections.module_options())
     regularizer = build_section(
-        config, "regularizer", EntropyRegularizerConfig, blank_id=module.tokenizer.blank_id
+        config, "regularizer", SharpnessRegularizerConfig, blank_id=module.tokenizer.blank_id
     )
     if criterion.name == "vib":
         module.recognizer.encoder = add_unit_gates(module.recognizer.encoder)
@@ -61,7 +61,7 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
             f"prune.schedule ({epochs} epochs); leave trainer.max_epochs unset"
         )
     trainer = build_trainer(
-        config, exp_dir, [checkpoints, pruning, EntropyRegularizer(regularizer)], max_epochs=epochs
+        config, exp_dir, [checkpoints, pruning, SharpnessRegularizer(regularizer)], max_epochs=epochs
     )
     datamodule = SpeechDataModule(
         sections.data, module.tokenizer, module.recognizer.sample_rate, sections.augment

@@ -27,7 +27,7 @@ REGULARIZER_KINDS = ("frame_entropy", "nonblank_entropy", "tail_mass")
 
 
 @dataclass
-class EntropyRegularizerConfig:
+class SharpnessRegularizerConfig:
     """Attributes:
     weight: lambda, the term's weight in the loss (0 = vanilla pruning, the term is still logged).
     warmup_steps: optimizer steps over which lambda ramps linearly from 0 (CTC alignments form first).
@@ -67,7 +67,7 @@ def tail_mass(log_probs: Tensor, lengths: Tensor, top_k: int = 1) -> Tensor:
     return ((1.0 - kept) * mask).sum() / mask.sum().clamp(min=1)
 
 
-def sharpness_measure(config: EntropyRegularizerConfig) -> Callable[[Tensor, Tensor], Tensor]:
+def sharpness_measure(config: SharpnessRegularizerConfig) -> Callable[[Tensor, Tensor], Tensor]:
     """The unweighted quantity the regularizer penalizes, as (log_probs, lengths) -> scalar."""
     if config.kind == "nonblank_entropy":
         return lambda lp, n: nonblank_entropy(lp, n, config.blank_id)
@@ -76,11 +76,11 @@ def sharpness_measure(config: EntropyRegularizerConfig) -> Callable[[Tensor, Ten
     return mean_frame_entropy
 
 
-class EntropyRegularizer(L.Callback):
+class SharpnessRegularizer(L.Callback):
     """Adds lambda(step) x sharpness measure to the CTC loss of the module it is attached to, and logs the
     unweighted measure as ``train_<kind>`` (also when lambda is 0, so vanilla runs show it too)."""
 
-    def __init__(self, config: EntropyRegularizerConfig) -> None:
+    def __init__(self, config: SharpnessRegularizerConfig) -> None:
         self.config = config
         self.measure = sharpness_measure(config)
         self._trainer: L.Trainer | None = None

@@ -219,7 +219,13 @@ def _lm_settings(tokenizer: Tokenizer, lms: dict[str, Path], name: str, unit: st
 
 @pytest.mark.parametrize(
     "name,unit",
-    [("own", "piece"), ("own", "word"), ("flashlight", "piece"), ("flashlight", "word"), ("pyctcdecode", "word")],
+    [
+        ("own", "piece"),
+        ("own", "word"),
+        ("flashlight", "piece"),
+        ("flashlight", "word"),
+        ("pyctcdecode", "word"),
+    ],
 )
 def test_lm_weight_flips_the_choice_between_the_acoustic_and_the_lm_favourite(
     name, unit, tokenizer, b_only_lms

@@ -86,6 +86,7 @@ def test_cli_prepares_several_subsets(tmp_path, capsys):
     assert "\\3-grams:" in (tmp_path / "lm.arpa").read_text()
 
 
+@pytest.mark.slow
 def test_recipe_stage_0_prepares_the_corpus(tmp_path):
     root = tmp_path / "LibriSpeech"
     for subset in ("train-clean-100", "dev-clean", "test-clean", "test-other"):

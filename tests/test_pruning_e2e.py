@@ -17,6 +17,7 @@ from speechprune.cli import main
 from tests.conftest import prune_config
 
 
+@pytest.mark.slow
 def test_prune_writes_smaller_snapshots_that_load_alone(tiny_corpus, base_model, tmp_path):
     exp = tmp_path / "mnp"
     status = main(
@@ -43,6 +44,7 @@ def test_prune_writes_smaller_snapshots_that_load_alone(tiny_corpus, base_model,
     assert [e["epoch"] for e in summary["events"]] == [0, 1]
 
 
+@pytest.mark.slow
 def test_vib_run_exports_gate_free_models(tiny_corpus, base_model, tmp_path):
     config = prune_config(tiny_corpus, criterion="vib")
     config["prune"]["schedule"]["start_epoch"] = 1
@@ -53,6 +55,7 @@ def test_vib_run_exports_gate_free_models(tiny_corpus, base_model, tmp_path):
     assert loaded.recognizer.encoder.config.lstm_hidden == [24]
 
 
+@pytest.mark.slow
 def test_interrupted_run_resumes_to_the_same_result(tiny_corpus, base_model, tmp_path):
     config = prune_config(tiny_corpus, criterion="random")
     config["augment"] = None
@@ -100,6 +103,7 @@ def _write(config: dict, folder: Path) -> str:
     return str(path)
 
 
+@pytest.mark.slow
 def test_prune_errors_name_the_culprit(tiny_corpus, base_model, tmp_path, capsys):
     config = _write(prune_config(tiny_corpus), tmp_path)
     missing = tmp_path / "nowhere.pt"

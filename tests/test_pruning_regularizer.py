@@ -11,7 +11,7 @@ import torch
 from asr.data.dataset import Batch
 from asr.tokenizer import train_tokenizer
 from decoding.entropy import mean_frame_entropy
-from pruning.regularizers import EntropyRegularizer, EntropyRegularizerConfig, nonblank_entropy, tail_mass
+from pruning.regularizers import SharpnessRegularizer, SharpnessRegularizerConfig, nonblank_entropy, tail_mass
 from tests.conftest import tiny_module
 
 TEXTS = ["one two", "three", "four five six"]
@@ -41,11 +41,11 @@ def _emissions(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def test_weight_ramps_linearly_over_the_warmup_steps():
-    regularizer = EntropyRegularizer(EntropyRegularizerConfig(weight=2.0, warmup_steps=4))
+    regularizer = SharpnessRegularizer(SharpnessRegularizerConfig(weight=2.0, warmup_steps=4))
     assert [regularizer.weight_at(step) for step in range(6)] == pytest.approx([0.5, 1.0, 1.5, 2.0, 2.0, 2.0])
     assert regularizer.weight_at(1000) == 2.0
-    assert EntropyRegularizer(EntropyRegularizerConfig(weight=0.3)).weight_at(0) == 0.3
-    assert EntropyRegularizer(EntropyRegularizerConfig(weight=0.0, warmup_steps=3)).weight_at(5) == 0.0
+    assert SharpnessRegularizer(SharpnessRegularizerConfig(weight=0.3)).weight_at(0) == 0.3
+    assert SharpnessRegularizer(SharpnessRegularizerConfig(weight=0.0, warmup_steps=3)).weight_at(5) == 0.0
 
 
 @pytest.mark.parametrize(
@@ -57,8 +57,8 @@ def test_weight_ramps_linearly_over_the_warmup_steps():
     ],
 )
 def test_loss_is_the_weight_at_the_trainers_step_times_the_measure(kind, measure):
-    config = EntropyRegularizerConfig(weight=1.5, warmup_steps=10, kind=kind, top_k=2, blank_id=2)
-    regularizer = EntropyRegularizer(config)
+    config = SharpnessRegularizerConfig(weight=1.5, warmup_steps=10, kind=kind, top_k=2, blank_id=2)
+    regularizer = SharpnessRegularizer(config)
     log_probs, lengths = _emissions()
     expected = float(measure(log_probs, lengths))
     assert expected > 0.05
@@ -72,7 +72,7 @@ def test_loss_is_the_weight_at_the_trainers_step_times_the_measure(kind, measure
 
 
 def test_loss_is_differentiable_and_lowering_it_sharpens_the_output():
-    regularizer = EntropyRegularizer(EntropyRegularizerConfig(weight=1.0))
+    regularizer = SharpnessRegularizer(SharpnessRegularizerConfig(weight=1.0))
     logits = torch.randn(2, 7, 5, generator=torch.Generator().manual_seed(2), requires_grad=True)
     lengths = torch.tensor([7, 4])
     before = float(mean_frame_entropy(logits.detach().log_softmax(-1), lengths))
@@ -105,7 +105,7 @@ def test_setup_registers_the_term_and_training_step_adds_it_to_the_ctc_loss(toke
     entropy = float(mean_frame_entropy(log_probs, lengths))
     assert 0.1 < entropy <= math.log(tokenizer.vocab_size)
 
-    regularizer = EntropyRegularizer(EntropyRegularizerConfig(weight=2.0, warmup_steps=4))
+    regularizer = SharpnessRegularizer(SharpnessRegularizerConfig(weight=2.0, warmup_steps=4))
     trainer = SimpleNamespace(global_step=1)
     regularizer.setup(trainer, module, "fit")
     assert list(module.loss_terms) == ["frame_entropy_weighted"]
@@ -128,7 +128,7 @@ def test_a_zero_weight_still_logs_the_measure_but_leaves_the_loss(tokenizer):
     module = tiny_module(tokenizer, lstm_hidden=[16]).train()
     batch = _batch(tokenizer)
     plain_loss, _ = _logged_training_step(module, batch)
-    EntropyRegularizer(EntropyRegularizerConfig(kind="tail_mass")).setup(
+    SharpnessRegularizer(SharpnessRegularizerConfig(kind="tail_mass")).setup(
         SimpleNamespace(global_step=0), module, "fit"
     )
     loss, logged = _logged_training_step(module, batch)

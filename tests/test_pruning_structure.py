@@ -14,7 +14,7 @@ from asr.tokenizer import train_tokenizer
 from decoding.entropy import mean_frame_entropy
 from pruning.cost import encoder_macs_per_second
 from pruning.criteria import PruningContext, make_criterion
-from pruning.regularizers import EntropyRegularizerConfig, nonblank_entropy, sharpness_measure, tail_mass
+from pruning.regularizers import SharpnessRegularizerConfig, nonblank_entropy, sharpness_measure, tail_mass
 from pruning.schedules import ScheduleConfig, pruning_events, sparsity_steps, total_epochs
 from pruning.selection import keep_top_units
 from pruning.structure import lstm_sparsity, mask_encoder, prune_encoder, unit_groups
@@ -209,7 +209,7 @@ def test_sharpness_measures():
     flat = torch.log_softmax(torch.tensor([[[0.0, 0.1, 0.0, 0.0], [0.0, 0.1, 0.0, 0.0]]]), -1)
     lengths = torch.tensor([2])
     for kind in ("frame_entropy", "nonblank_entropy", "tail_mass"):
-        measure = sharpness_measure(EntropyRegularizerConfig(kind=kind))
+        measure = sharpness_measure(SharpnessRegularizerConfig(kind=kind))
         assert measure(peaky, lengths) < measure(flat, lengths)
     # only the second (non-blank) frame counts for nonblank_entropy
     mixed = torch.cat([flat[:, :1], peaky[:, 1:]], dim=1)
@@ -226,7 +226,7 @@ def test_entropy_regularizer_lowers_output_entropy_in_training():
 
     def train(weight: float) -> float:
         encoder = make_encoder(hidden=(16,)).train()
-        measure = sharpness_measure(EntropyRegularizerConfig(kind="frame_entropy"))
+        measure = sharpness_measure(SharpnessRegularizerConfig(kind="frame_entropy"))
         optimizer = torch.optim.Adam(encoder.parameters(), lr=0.01)
         target = torch.randint(1, 7, (3, 3), generator=torch.Generator().manual_seed(1))
         for _ in range(60):

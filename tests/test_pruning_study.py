@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
-import json
+import shutil
+import statistics
 from pathlib import Path
 
 import pytest
+import torch
 
+from asr.checkpoint import load_model
+from asr.inference import encode_each, load_evaluation_audio, stack_emissions
+from asr.metrics import error_counts
+from asr.models.lstm_ctc import count_parameters
+from decoding.backends import make_decoder
+from decoding.entropy import entropy_report
 from pruning.job import prune
 from speechprune.cli import main
 from speechprune.study.models import collect_models
 from speechprune.study.plots import pareto_front
+from speechprune.study.report import read_results, write_report, write_results
+from speechprune.study.rows import StudyRow
 from speechprune.study.run import run_study
 from speechprune.study.tuning import decoder_specs, tune_decoders
 from tests.conftest import prune_config
@@ -39,7 +49,16 @@ def test_tuned_decoder_settings_keep_the_widest_searchs_wer(tiny_corpus, base_mo
     )
 
 
+@pytest.mark.slow
 def test_study_measures_every_model_with_every_decoder(tiny_corpus, base_model, pruning_run, tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        _study_measures_every_model_with_every_decoder(tiny_corpus, base_model, pruning_run, tmp_path)
+    finally:
+        torch.set_num_threads(threads)  # run_study leaves the process at its first thread count
+
+
+def _study_measures_every_model_with_every_decoder(tiny_corpus, base_model, pruning_run, tmp_path):
     lm = tmp_path / "lm.arpa"
     assert (
         main(
@@ -63,7 +82,7 @@ def test_study_measures_every_model_with_every_decoder(tiny_corpus, base_model, 
     assert specs["own-wide"][1].beam_threshold == 12.0 and specs["own-wide"][1].cutoff_prob == 1.0
     del specs["own-wide"], specs["flashlight-wide"]
     assert set(specs) == {"own", "own+lm", "flashlight", "flashlight+lm"}
-    rows = run_study(
+    study_rows = run_study(
         models,
         tiny_corpus["test"],
         specs,
@@ -72,28 +91,109 @@ def test_study_measures_every_model_with_every_decoder(tiny_corpus, base_model, 
         threads=(1,),
         greedy_manifests=[tiny_corpus["test_speaker"]],
     )
-    assert len(rows) == 12
-    rows = [r.to_flat() for r in rows]
-    by_model = {r["model"]: r for r in rows if r["decoder"] == "own"}
-    assert by_model["mnp-ent1-s50"]["parameters"] < by_model["unpruned"]["parameters"]
-    assert by_model["mnp-ent1-s50"]["macs_per_second"] < by_model["unpruned"]["macs_per_second"]
-    assert by_model["mnp-ent1-s50"]["lstm_sparsity"] == pytest.approx(0.5)
-    for row in rows:
-        assert row["decoder_ms"] > 0 and row["encoder_ms_1t"] > 0
-        assert row["end_to_end_ms_1t"] == pytest.approx(row["encoder_ms_1t"] + row["decoder_ms"], abs=1e-3)
-        assert 0 <= row["wer"] and "wer_greedy_test_speaker" in row
-        assert ("extensions_per_frame" in row) == row["decoder"].startswith("own")
-    lm_rows = [r for r in rows if r["decoder"] == "own+lm"]
-    assert all(r["lm_queries_per_utterance"] > 0 for r in lm_rows)
+    check_study(study_rows, models, specs, tiny_corpus, tmp_path)
 
-    out = tmp_path / "study"
-    out.mkdir()
-    (out / "results.json").write_text(json.dumps(rows))
-    assert main(["report", str(out)]) == 0
+
+def check_study(study_rows, models, specs, tiny_corpus, tmp_path: Path) -> None:
+    """Every column of the study's rows against what the models, decoders and timings give."""
+    assert len(study_rows) == 12
+    assert [(r.model, r.decoder) for r in study_rows] == [(m.label, d) for d in specs for m in models]
+    rows = [r.to_flat() for r in study_rows]
+    by_model = {r["model"]: r for r in rows if r["decoder"] == "own"}
+
+    # model columns: what the model files say
+    for study_model in models:
+        row, encoder = by_model[study_model.label], load_model(study_model.path).recognizer.encoder
+        assert row["parameters"] == count_parameters(encoder)
+        assert row["lstm_sparsity"] == pytest.approx(study_model.target_sparsity)
+        assert row["target_sparsity"] == study_model.target_sparsity
+    assert [by_model[m.label]["encoder_shape"] for m in models] == [
+        "conv8-8_lstm48_bi",
+        "conv8-8_lstm36_bi",
+        "conv8-8_lstm24_bi",
+    ]
+    macs = [by_model[m.label]["macs_per_second"] for m in models]
+    assert macs[0] > macs[1] > macs[2] > 0
+    assert by_model["mnp-ent1-s50"]["mac_reduction"] == pytest.approx(macs[0] / macs[2], abs=1e-4)
+    assert by_model["unpruned"]["regularizer"] == "none" and by_model["mnp-ent1-s50"]["regularizer"] == (
+        "frame_entropy"
+    )
+
+    # accuracy: each row's WERs are those of its model's texts with its decoder on the same 6 utterances
+    audio = load_evaluation_audio(tiny_corpus["test"], 8000, 6)
+    assert all(r["utterances"] == 6 for r in rows)
+    assert all(
+        r["audio_seconds_mean"] == pytest.approx(statistics.fmean(audio.audio_seconds), abs=1e-4)
+        for r in rows
+    )
+    torch.set_num_threads(1)  # the study's encoding thread count: the same emissions bit for bit
+    for study_model in models:
+        loaded = load_model(study_model.path)
+        log_probs, lengths = stack_emissions(encode_each(loaded.recognizer, audio.waveforms))
+        greedy = make_decoder("greedy", loaded.tokenizer)(log_probs, lengths)
+        greedy_wer = round(error_counts(audio.references, [g.text for g in greedy]).wer, 5)
+        entropy = entropy_report(log_probs, lengths, blank_id=loaded.tokenizer.blank_id)
+        for spec_name, (backend, spec) in specs.items():
+            row = next(r for r in rows if r["model"] == study_model.label and r["decoder"] == spec_name)
+            texts = [r.text for r in make_decoder(backend, loaded.tokenizer, spec)(log_probs, lengths)]
+            where = (row["model"], spec_name)
+            assert row["wer"] == round(error_counts(audio.references, texts).wer, 5), where
+            assert row["wer_greedy"] == greedy_wer, where
+            assert row["entropy_mean"] == pytest.approx(entropy["entropy_mean"], abs=1e-5)
+    # the piece LM of the training transcripts helps the (weak, 8-epoch) baseline: 1.0 -> 0.73 / 0.55
+    unpruned = {r["decoder"]: r["wer"] for r in rows if r["model"] == "unpruned"}
+    assert unpruned["own+lm"] < unpruned["own"] and unpruned["flashlight+lm"] < unpruned["flashlight"]
+    # greedy WER on the whole extra manifest (the study encodes it batched, here one by one)
+    extra = load_evaluation_audio(tiny_corpus["test_speaker"], 8000)
+    for study_model in models:
+        loaded = load_model(study_model.path)
+        emissions = stack_emissions(encode_each(loaded.recognizer, extra.waveforms))
+        texts = [g.text for g in make_decoder("greedy", loaded.tokenizer)(*emissions)]
+        expected = round(error_counts(extra.references, texts).wer, 5)
+        measured = [r["wer_greedy_test_speaker"] for r in rows if r["model"] == study_model.label]
+        assert measured == [expected] * len(specs)
+
+    # timing columns: derived consistently from the measured decoder and per-model encoder times
+    for row in rows:
+        base = next(r for r in rows if r["model"] == "unpruned" and r["decoder"] == row["decoder"])
+        model_rows = [r for r in rows if r["model"] == row["model"]]
+        assert row["decoder_ms"] > 0 and row["encoder_ms_1t"] > 0
+        assert row["encoder_ms_1t"] == row["encoder_ms_1t_model"]  # every model has a shape of its own
+        assert len({r["encoder_ms_1t"] for r in model_rows}) == 1  # the encoder is timed once per model
+        assert row["end_to_end_ms_1t"] == pytest.approx(row["encoder_ms_1t"] + row["decoder_ms"], abs=1e-3)
+        assert row["rtf_1t"] == pytest.approx(
+            row["end_to_end_ms_1t"] / 1000 / row["audio_seconds_mean"], rel=1e-3
+        )
+        assert row["decoder_slowdown"] == pytest.approx(row["decoder_ms"] / base["decoder_ms"], abs=1e-4)
+        assert row["encoder_speedup_1t"] == pytest.approx(
+            base["encoder_ms_1t"] / row["encoder_ms_1t"], abs=1e-4
+        )
+        assert ("extensions_per_frame" in row) == row["decoder"].startswith("own")
+        if row["decoder"] == "own":
+            assert row["extensions_per_frame"] > 0 and row["lm_queries_per_utterance"] == 0
+        if row["decoder"] == "own+lm":
+            assert row["lm_queries_per_utterance"] > 0
+    assert [r["decoder_slowdown"] for r in rows if r["model"] == "unpruned"] == [1.0] * 4
+
+    # results.json -> `speechprune report` gives the report drawn from the rows in memory
+    assert all(StudyRow.from_flat(row.to_flat()) == row for row in study_rows)
+    out, redrawn = tmp_path / "study", tmp_path / "redrawn"
+    write_results(study_rows, out)
+    write_report(study_rows, out)
+    assert read_results(out) == study_rows
+    redrawn.mkdir()
+    shutil.copy(out / "results.json", redrawn / "results.json")
+    assert main(["report", str(redrawn)]) == 0
     for name in ("decoder_time_vs_sparsity", "pareto_wer_latency", "latency_breakdown", "entropy_vs_search"):
-        assert (out / f"{name}.png").stat().st_size > 10_000
+        assert (redrawn / f"{name}.png").stat().st_size > 10_000
     summary = (out / "summary.md").read_text()
-    assert "### decoder: own+lm" in summary and "mnp-ent1-s50" in summary
+    assert (redrawn / "summary.md").read_text() == summary
+    assert summary.count("### decoder: ") == 4 and "### decoder: own+lm" in summary
+    unpruned_own = next(
+        line for line in summary.split("### decoder: own\n")[1].splitlines() if "unpruned" in line
+    )
+    assert f"{100 * by_model['unpruned']['wer']:.2f}%" in unpruned_own
+    assert "mnp-ent1-s50" in summary
 
 
 def test_report_names_a_folder_without_results(tmp_path, capsys):

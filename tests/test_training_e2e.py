@@ -5,49 +5,97 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
 from asr.audio import load_audio
-from asr.checkpoint import load_model
+from asr.checkpoint import load_model, save_model
+from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance, read_manifest, write_manifest
+from asr.data.sampler import BucketBatchSampler
 from asr.inference import Transcriber
 from asr.metrics import error_counts
+from asr.models.lstm_ctc import count_parameters
+from asr.tokenizer import Tokenizer
 from asr.training import train
 from speechprune.cli import main
-from tests.conftest import tiny_config, write_bad_audio_files
+from tests.conftest import tiny_config, tiny_module, write_bad_audio_files
 
 EPOCHS = 20
+# What the 20-epoch tiny training reaches (seed 3): best val WER 0.33, last val loss 0.40 of 2.75 at epoch 0,
+# test CER 0.20 / WER 0.50, and on the first 4 test utterances WER 0.40 (2 of 5 words). An untrained model
+# of the same shape reads nothing right (WER >= 1, CER > 0.9), so each bound below fails for it.
+LOSS_RATIO = 0.3
+VAL_WER = 0.6
+TEST_CER, TEST_WER = 0.4, 0.8
+EVAL_WER, EVAL_CER = 0.6, 0.4
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_corpus, tmp_path_factory) -> Path:
+    """A trained experiment folder; tests read it and never write into it (copy it to change it)."""
     exp_dir = tmp_path_factory.mktemp("exp")
     train(tiny_config(tiny_corpus, epochs=EPOCHS), exp_dir)
     return exp_dir
 
 
-def _validation_losses(exp_dir: Path) -> list[float]:
-    rows = list(csv.DictReader(open(next(exp_dir.glob("logs/version_*/metrics.csv")))))
-    return [float(r["val_loss"]) for r in rows if r.get("val_loss")]
+@pytest.fixture(scope="module")
+def untrained(tiny_corpus, tmp_path_factory) -> Path:
+    """The tiny model as initialized, exported like a trained one: what every accuracy bound must reject."""
+    tokenizer = Tokenizer.load(tiny_corpus["tokenizer"])
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("untrained") / "model.pt"
+    save_model(path, tiny_module(tokenizer).recognizer.eval(), tokenizer, metadata={})
+    return path
 
 
+def _metrics(exp_dir: Path, version: int = 0) -> list[dict[str, str]]:
+    return list(csv.DictReader(open(exp_dir / "logs" / f"version_{version}" / "metrics.csv")))
+
+
+def _validation(exp_dir: Path, version: int = 0, key: str = "val_loss") -> list[float]:
+    return [float(r[key]) for r in _metrics(exp_dir, version) if r.get(key)]
+
+
+def _test_set_errors(model: Path, utterances: list[Utterance]):
+    transcripts = Transcriber(model, threads=1).transcribe(
+        [load_audio(u.audio_filepath, 8000) for u in utterances]
+    )
+    return transcripts, error_counts([u.text for u in utterances], [t.text for t in transcripts])
+
+
+@pytest.mark.slow
 def test_training_lowers_the_loss_and_exports_a_model(trained, tiny_corpus):
-    losses = _validation_losses(trained)
+    assert sorted(p.name for p in (trained / "logs").iterdir()) == ["version_0"]
+    losses = _validation(trained)
     assert len(losses) == EPOCHS
-    assert losses[-1] < 0.6 * losses[0], losses
+    assert losses[-1] < LOSS_RATIO * losses[0], losses
+    wers = _validation(trained, key="val_wer")
     summary = json.loads((trained / "train_summary.json").read_text())
-    assert summary["parameters"] > 0 and summary["best_val_wer"] is not None
-    assert (trained / "model.pt").is_file() and (trained / "checkpoints" / "last.ckpt").is_file()
+    assert summary["best_val_wer"] == pytest.approx(min(wers)) and min(wers) < VAL_WER < wers[0], wers
+    assert summary["epochs_completed"] == EPOCHS and summary["resumed_from"] is None
+    best_epoch = wers.index(min(wers))
+    assert Path(summary["best_checkpoint"]).name.startswith(f"epoch{best_epoch:03d}-")
+    exported = load_model(trained / "model.pt").recognizer
+    fresh = tiny_module(Tokenizer.load(tiny_corpus["tokenizer"])).recognizer.encoder
+    assert summary["parameters"] == count_parameters(exported.encoder) == count_parameters(fresh)
+    best = load_model(summary["best_checkpoint"]).recognizer
+    for name, weight in best.state_dict().items():
+        assert torch.equal(exported.state_dict()[name], weight), name
+    assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert (trained / "tokenizer.model").read_bytes() == tiny_corpus["tokenizer"].read_bytes()
 
 
-def test_checkpoint_and_model_file_reload_and_decode(trained, tiny_corpus):
+@pytest.mark.slow
+def test_checkpoint_and_model_file_reload_and_decode(trained, tiny_corpus, untrained):
     checkpoint = next((trained / "checkpoints").glob("epoch*.ckpt"))
     from_checkpoint, from_model_file = load_model(checkpoint), load_model(trained / "model.pt")
     waveform = torch.randn(1, 8000) * 0.1
@@ -56,34 +104,73 @@ def test_checkpoint_and_model_file_reload_and_decode(trained, tiny_corpus):
         assert torch.equal(
             from_checkpoint.recognizer(waveform, lengths)[0], from_model_file.recognizer(waveform, lengths)[0]
         )
-    transcriber = Transcriber(trained / "model.pt", threads=1)
     utterances = read_manifest(tiny_corpus["test"])
-    transcripts = transcriber.transcribe([load_audio(u.audio_filepath, 8000) for u in utterances])
+    transcripts, counts = _test_set_errors(trained / "model.pt", utterances)
     assert all(t.encoder_ms > 0 and len(t.token_frames) == len(t.token_ids) for t in transcripts)
-    counts = error_counts([u.text for u in utterances], [t.text for t in transcripts])
-    assert counts.cer < 0.5, [(t.text, u.text) for t, u in zip(transcripts, utterances, strict=True)]
+    texts = [(t.text, u.text) for t, u in zip(transcripts, utterances, strict=True)]
+    assert counts.cer < TEST_CER and counts.wer < TEST_WER, texts
+    _, random_counts = _test_set_errors(untrained, utterances)
+    assert random_counts.cer >= TEST_CER and random_counts.wer >= TEST_WER  # the bounds mean something
 
 
-def test_training_resumes_from_the_last_checkpoint(trained, tiny_corpus):
-    train(tiny_config(tiny_corpus, epochs=EPOCHS + 1), trained)
-    summary = json.loads((trained / "train_summary.json").read_text())
-    assert summary["resumed_from"].endswith("last.ckpt")
+@pytest.mark.slow
+def test_training_resumes_from_the_last_checkpoint(trained, tiny_corpus, tmp_path):
+    exp_dir = tmp_path / "exp"
+    shutil.copytree(trained, exp_dir)
+    first_losses = _validation(exp_dir)
+    train(tiny_config(tiny_corpus, epochs=EPOCHS + 1), exp_dir)
+    summary = json.loads((exp_dir / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(exp_dir / "checkpoints" / "last.ckpt")
     assert summary["epochs_completed"] == EPOCHS + 1
+    # the resumed run trains only the missing epoch, from the trained weights (a restart from scratch would
+    # begin near first_losses[0])
+    assert [int(r["epoch"]) for r in _metrics(exp_dir, version=1) if r.get("val_loss")] == [EPOCHS]
+    resumed = _validation(exp_dir, version=1)
+    assert resumed[0] < LOSS_RATIO * first_losses[0], (resumed, first_losses)
+    assert json.loads((trained / "train_summary.json").read_text())["epochs_completed"] == EPOCHS  # untouched
 
 
-def test_evaluate_reports_bad_files_and_scores_the_rest(trained, tiny_corpus, tmp_path, capsys):
+def test_last_checkpoint_holds_the_latest_epoch(tiny_corpus, tmp_path):
+    """With lr 0 the validation WER never improves after epoch 0; last.ckpt must still be epoch 1's (with
+    Lightning's save_last=True alone it stays at the last improving epoch: a resumed run repeats epochs)."""
+    config = tiny_config(tiny_corpus, epochs=2)
+    config["optim"]["lr"] = 0.0
+    config["data"]["train_manifests"] = [str(tmp_path / "few.jsonl")]
+    config["data"]["valid_manifest"] = str(tmp_path / "few.jsonl")
+    write_manifest(tmp_path / "few.jsonl", read_manifest(tiny_corpus["train"])[:4])
+    train(config, tmp_path / "exp")
+    last = torch.load(tmp_path / "exp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["epoch"] == 1
+
+
+@pytest.mark.slow
+def test_evaluate_reports_bad_files_and_scores_the_rest(trained, tiny_corpus, untrained, tmp_path, capsys):
     bad = write_bad_audio_files(tmp_path / "bad")
     good = read_manifest(tiny_corpus["test"])[:4]
     manifest = tmp_path / "mixed.jsonl"
     write_manifest(manifest, good + [Utterance(str(p), 1.0, "one") for p in bad.values()])
-    status = main(["evaluate", str(trained / "model.pt"), str(manifest), "--out", str(tmp_path / "eval")])
-    assert status == 1
-    err = capsys.readouterr().err
-    for path in bad.values():
-        assert path.name in err
-    summary = json.loads((tmp_path / "eval" / "mixed.summary.json").read_text())
+
+    def evaluate(model: Path, out: str) -> dict:
+        status = main(["evaluate", str(model), str(manifest), "--out", str(tmp_path / out)])
+        assert status == 1
+        err = capsys.readouterr().err
+        for path in bad.values():
+            assert path.name in err
+        return json.loads((tmp_path / out / "mixed.summary.json").read_text())
+
+    summary = evaluate(trained / "model.pt", "eval")
     assert summary["utterances"] == 4 and len(summary["bad_files"]) == 3
-    assert 0.0 <= summary["wer"] and summary["real_time_factor"] > 0
+    assert summary["words"] == sum(len(u.text.split()) for u in good) == 5
+    assert summary["wer"] == pytest.approx(summary["word_errors"] / summary["words"])
+    assert summary["wer"] <= EVAL_WER and summary["cer"] < EVAL_CER, summary
+    audio_seconds = sum(load_audio(u.audio_filepath, 8000).shape[0] for u in good) / 8000
+    assert summary["audio_seconds"] == pytest.approx(audio_seconds, abs=0.01)
+    assert 0 < summary["real_time_factor"] < 1
+    assert summary["parameters"] == json.loads((trained / "train_summary.json").read_text())["parameters"]
+    assert summary["decoder"] == "greedy"
+    untrained_summary = evaluate(untrained, "eval_untrained")
+    # the bounds mean something: the untrained model fails them
+    assert untrained_summary["wer"] > EVAL_WER and untrained_summary["cer"] >= EVAL_CER
 
 
 def test_training_on_a_manifest_with_bad_audio_names_the_files(tiny_corpus, tmp_path, capsys):
@@ -112,9 +199,10 @@ def test_cli_names_a_bad_override(tmp_path, capsys):
     assert "KEY=VALUE" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_ddp_training_on_two_cpu_processes(tiny_corpus, tmp_path):
-    """Lightning's own DDP (gloo on CPU) runs the CLI on two ranks: the sampler shards batches per rank
-    and validation WER is reduced exactly across ranks."""
+    """Lightning's own DDP (gloo on CPU) runs the CLI on two ranks, and the sampler shards batches per rank:
+    each rank steps through half of the epoch's batches."""
     config = tiny_config(tiny_corpus, epochs=1)
     config["trainer"].update({"strategy": "ddp", "devices": 2})
     config_path = tmp_path / "ddp.json"
@@ -139,5 +227,41 @@ def test_ddp_training_on_two_cpu_processes(tiny_corpus, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "Starting with 2 processes" in completed.stderr + completed.stdout
     assert (tmp_path / "exp" / "model.pt").is_file()
-    rows = list(csv.DictReader(open(next((tmp_path / "exp").glob("logs/version_*/metrics.csv")))))
-    assert any(r.get("val_wer") for r in rows)
+    single_process_batches = len(_sampler(tiny_corpus["train"], world_size=1, rank=0, shuffle=True))
+    last = torch.load(tmp_path / "exp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == math.ceil(single_process_batches / 2) > 1
+    wers = _validation(tmp_path / "exp", key="val_wer")
+    assert len(wers) == 1 and 0.0 <= wers[0] <= 1.0  # one epoch: the model still reads (almost) nothing
+
+
+def _sampler(manifest: Path, world_size: int, rank: int, shuffle: bool) -> BucketBatchSampler:
+    """The batches the tiny config's data module gives ``rank`` of ``world_size``."""
+    return BucketBatchSampler(
+        [u.duration for u in read_manifest(manifest)],
+        max_batch_seconds=8.0,
+        shuffle=shuffle,
+        num_replicas=world_size,
+        rank=rank,
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="bug in asr/data/datamodule.py: validation is sharded with the training sampler, which pads ranks "
+    "with repeated batches, so a DDP val_wer counts some utterances twice (not the exact corpus WER)",
+)
+def test_ddp_validation_scores_every_utterance_once(tiny_corpus):
+    data = DataConfig(
+        train_manifests=[str(tiny_corpus["train"])],
+        valid_manifest=str(tiny_corpus["valid"]),
+        max_batch_seconds=8.0,
+        num_workers=0,
+    )
+    scored = []
+    for rank in range(2):
+        datamodule = SpeechDataModule(data, Tokenizer.load(tiny_corpus["tokenizer"]), 8000)
+        datamodule.trainer = SimpleNamespace(world_size=2, global_rank=rank)
+        datamodule.setup("validate")
+        scored += [index for batch in datamodule.val_dataloader().batch_sampler for index in batch]
+    assert sorted(scored) == list(range(len(read_manifest(tiny_corpus["valid"]))))

@@ -21,7 +21,7 @@ from asr.data.datamodule import SpeechDataModule
 from asr.lightning_module import CTCModule
 from asr.tokenizer import Tokenizer
 from asr.training import start_run
-from pruning.regularizers import EntropyRegularizer, EntropyRegularizerConfig
+from pruning.regularizers import SharpnessRegularizer, SharpnessRegularizerConfig
 
 # Trainer options a search owns: its fine-tunes are step-bounded and leave no checkpoints behind.
 OWNED_TRAINER_OPTIONS = ("max_steps", "max_epochs", "logger", "enable_checkpointing", "limit_val_batches")
@@ -37,7 +37,7 @@ class FineTuner:
 
     def __init__(self, config: dict[str, Any], tokenizer: Tokenizer, sample_rate: int) -> None:
         self.sections = start_run(config)
-        self.regularizer = build_section(config, "regularizer", EntropyRegularizerConfig)
+        self.regularizer = build_section(config, "regularizer", SharpnessRegularizerConfig)
         trainer = dict(config.get("trainer") or {})
         clashing = sorted(set(trainer) & set(OWNED_TRAINER_OPTIONS))
         if clashing:
@@ -62,7 +62,7 @@ class FineTuner:
                 "enable_progress_bar": False,
                 "enable_model_summary": False,
                 "use_distributed_sampler": False,
-                "callbacks": [EntropyRegularizer(regularizer)],
+                "callbacks": [SharpnessRegularizer(regularizer)],
             }
             trainer = L.Trainer(**{"devices": 1, **self.trainer_options, **owned})
             # a new batch order per candidate: each sees a different slice of the training data
