@@ -81,6 +81,7 @@ def run_search(
     searcher.run(progress=progress)
     results = finalize(searcher, test_manifests)
     results["budgets"] = [b.label for b in budgets]
+    results["budget_fractions"] = [b.value for b in budgets if b.unit == "fraction"]
     write_json(exp_dir / RESULTS_NAME, results)
     rows = [record_row(r) for r in state.candidates.values()]
     write_csv(exp_dir / "candidates.csv", rows)

@@ -15,13 +15,19 @@ def plot_candidates(results: dict[str, Any], rows: list[dict[str, Any]], out: Pa
     kept path, the final models after their fine-tune, and the fractional budgets as vertical lines."""
     figure, axis = plt.subplots(figsize=(7.0, 4.8))
     measured = [r for r in rows if r.get("ratio_end_to_end") is not None and r["wer"] is not None]
-    axis.scatter(
-        [r["ratio_end_to_end"] for r in measured],
-        [100 * r["wer"] for r in measured],
-        color="lightgrey",
-        edgecolor="grey",
-        label="candidates (after brief fine-tune)",
-    )
+    for uniform, style in ((False, {"color": "lightgrey", "edgecolor": "grey"}), (True, {"color": "orange"})):
+        chosen = [
+            r for r in measured if str(r["id"]).startswith("uniform-s") == uniform and r["id"] != "root"
+        ]
+        axis.scatter(
+            [r["ratio_end_to_end"] for r in chosen],
+            [100 * r["wer"] for r in chosen],
+            marker="^" if uniform else "o",
+            label="uniform pruning (same brief fine-tune)"
+            if uniform
+            else "search candidates (brief fine-tune)",
+            **style,
+        )
     for final in results["finals"]:
         axis.scatter(
             [final["end_to_end_ratio"]],
@@ -30,9 +36,11 @@ def plot_candidates(results: dict[str, Any], rows: list[dict[str, Any]], out: Pa
             s=180,
             label=f"{final['method']} for {final['budget']} (final, re-measured)",
         )
-    for final in results["finals"]:
-        if final["budget_unit"] == "fraction" and results["objective"] == "end_to_end":
-            axis.axvline(final["budget_value"], color="red", linestyle=":", linewidth=1)
+    if results["objective"] == "end_to_end":
+        for budget in results.get("budget_fractions", []):
+            axis.axvline(budget, color="red", linestyle=":", linewidth=1)
+    unpruned_wer = 100 * results["unpruned"]["wer_calibration"]
+    axis.set_ylim(0, max(4 * unpruned_wer, 5.0))  # a collapsed candidate would flatten everything else
     axis.scatter(
         [1.0],
         [100 * results["unpruned"]["wer_calibration"]],
