@@ -80,7 +80,6 @@ def search_config(corpus: dict[str, Path], **search) -> dict:
 def test_budgets_parse_fractions_percentages_and_milliseconds_per_second():
     assert Budget.parse("0.45") == Budget(0.45) and Budget.parse("45%") == Budget(0.45)
     assert Budget.parse("40ms/s") == Budget(40.0, "ms_per_second")
-    assert Budget(0.5).limit(80.0) == 40.0 and Budget(40.0, "ms_per_second").limit(80.0) == 40.0
     for bad in ("fast", "0", "1.2", "-3ms/s", "nan"):
         with pytest.raises(SpeechpruneError, match="budgets"):
             Budget.parse(bad)

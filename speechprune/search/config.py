@@ -56,10 +56,6 @@ class Budget:
             return f"{self.value * 100:g}pct"
         return f"{self.value:g}ms_per_s"
 
-    def limit(self, reference_ms_per_second: float) -> float:
-        """The budget in milliseconds per second of audio, given the unpruned model's measured cost."""
-        return self.value * reference_ms_per_second if self.unit == "fraction" else self.value
-
 
 @dataclass
 class SearchConfig:
@@ -162,11 +158,3 @@ class DecoderChoice:
             return cls(backend, DecoderSettings(**values))
         except ValueError as error:
             raise SpeechpruneError(f"config section 'decoder': {error}") from None
-
-    def describe(self) -> dict[str, Any]:
-        """Plain, JSON-ready description (the cache key of decoder latencies includes it)."""
-        settings = {f.name: getattr(self.settings, f.name) for f in fields(DecoderSettings)}
-        return {
-            "backend": self.backend,
-            **{k: (str(v) if v is not None and k.endswith("_path") else v) for k, v in settings.items()},
-        }

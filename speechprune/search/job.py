@@ -103,7 +103,7 @@ def record_row(record: Any) -> dict[str, Any]:
         "macs_per_second": round(record.macs_per_second),
     }
     row.update({f"width_{g}": w for g, w in record.widths.items()})
-    row.update({f"{k}": v for k, v in (record.latency or {}).items()})
+    row.update(record.latency or {})
     row.update({f"ratio_{k}": v for k, v in record.ratios.items()})
     row.update(
         {

@@ -16,7 +16,6 @@ again, in a separate interleaved run with the unpruned model and a second copy o
 from __future__ import annotations
 
 import copy
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -93,7 +92,6 @@ class LatencySearch:
 
     # ------------------------------------------------------------------ the loop
     def run(self, progress: bool = True) -> list[BudgetResult]:
-        started = time.perf_counter()
         if ROOT not in self.state.candidates:
             self._add_candidate(ROOT, None, 0, None, load_model(self.base_model), self.base_model)
         if self.state.candidates[ROOT].status != "measured":
@@ -123,9 +121,7 @@ class LatencySearch:
             if any(self._meets(self.state.candidates[c], tightest) for c in children):
                 self._finish(f"the tightest budget ({tightest.label}) is met")
         bar.close()
-        results = self.budget_results()
-        self.search_seconds = time.perf_counter() - started
-        return results
+        return self.budget_results()
 
     def _finish(self, reason: str) -> None:
         self.state.finished = True
