@@ -6,7 +6,9 @@ torchaudio.load needs FFmpeg through torchcodec, which edge boxes and CI rarely 
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,18 @@ import torchaudio.functional as AF
 
 from common.errors import AudioError
 from common.fileio import atomic_open
+
+log = logging.getLogger("speechprune")
+_TRUNCATED = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
+
+
+def _warn_if_truncated(path: Path, info: soundfile._SoundFileInfo) -> None:
+    """A WAV whose data chunk is shorter than its header says was cut off (a copy or a recording that
+    stopped): it still decodes, but the user should know the transcript covers only what is there."""
+    truncated = _TRUNCATED.search(info.extra_info or "")
+    if truncated:
+        promised, held = int(truncated.group(1)), int(truncated.group(2))
+        log.warning(f"{path}: truncated: the header promises {promised} bytes of audio, the file has {held}")
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
@@ -28,17 +42,66 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     if not path.is_file():
         raise AudioError(f"{path}: no such audio file")
     try:
+        _warn_if_truncated(path, soundfile.info(str(path)))
         samples, file_rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
         raise AudioError(f"{path}: not readable audio ({error})") from None
     if samples.shape[0] == 0:
         raise AudioError(f"{path}: audio file holds no samples")
+    return _to_model_rate(path, samples, int(file_rate), sample_rate)
+
+
+def _to_model_rate(path: Path, samples: np.ndarray, file_rate: int, sample_rate: int) -> torch.Tensor:
+    """(frames, channels) float32 samples -> mono waveform at ``sample_rate``; non-finite audio refused."""
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
     waveform = torch.from_numpy(samples.mean(axis=1))
     if file_rate != sample_rate:
-        waveform = AF.resample(waveform, orig_freq=int(file_rate), new_freq=sample_rate)
+        waveform = AF.resample(waveform, orig_freq=file_rate, new_freq=sample_rate)
     return waveform.contiguous()
+
+
+class AudioSpans:
+    """An audio file read span by span at the model's rate, so that memory does not grow with the file.
+
+    Positions are samples at ``sample_rate``; each span is read from the file (seeking, never loading the
+    rest), mixed to mono and resampled on its own. Resampling a span alone disturbs its first and last
+    few samples; callers read spans with context around what they keep.
+    """
+
+    def __init__(self, path: str | os.PathLike, sample_rate: int) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise AudioError(f"{self.path}: no such audio file")
+        try:
+            info = soundfile.info(str(self.path))
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            raise AudioError(f"{self.path}: not readable audio ({error})") from None
+        if info.frames <= 0:
+            raise AudioError(f"{self.path}: audio file holds no samples")
+        _warn_if_truncated(self.path, info)
+        self.file_rate = int(info.samplerate)
+        self.file_frames = int(info.frames)
+        self.sample_rate = sample_rate
+        self.samples = int(round(self.file_frames * sample_rate / self.file_rate))
+
+    @property
+    def seconds(self) -> float:
+        return self.file_frames / self.file_rate
+
+    def read(self, start: int, end: int) -> torch.Tensor:
+        """Samples [start, end) at the model's rate (clipped to the file)."""
+        first = max(0, int(round(start * self.file_rate / self.sample_rate)))
+        last = min(self.file_frames, int(round(end * self.file_rate / self.sample_rate)))
+        try:
+            with soundfile.SoundFile(str(self.path)) as handle:
+                handle.seek(first)
+                samples = handle.read(last - first, dtype="float32", always_2d=True)
+        except (soundfile.LibsndfileError, RuntimeError, ValueError, TypeError) as error:
+            raise AudioError(f"{self.path}: not readable audio ({error})") from None
+        if samples.shape[0] == 0:
+            raise AudioError(f"{self.path}: no audio between samples {start} and {end}")
+        return _to_model_rate(self.path, samples, self.file_rate, self.sample_rate)
 
 
 def audio_duration(path: str | os.PathLike) -> float:

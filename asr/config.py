@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,16 @@ def load_config(path: str | os.PathLike, overrides: list[str] | None = None) -> 
     return apply_overrides(config, overrides or [])
 
 
+def check_keys(values: dict[str, Any], known: Iterable[str], where: str) -> None:
+    """Refuse keys a job would silently ignore (a typo such as ``trainr:``), naming them and the known."""
+    known = set(known)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SpeechpruneError(
+            f"{where}: unknown {'keys' if len(unknown) > 1 else 'key'} {unknown}; known: {sorted(known)}"
+        )
+
+
 def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     config = copy.deepcopy(config)
     for override in overrides:
@@ -42,7 +53,11 @@ def apply_overrides(config: dict[str, Any], overrides: list[str]) -> dict[str, A
             node = node.setdefault(name, {})
             if not isinstance(node, dict):
                 raise SpeechpruneError(f"--set {override!r}: {name} is not a section")
-        node[leaf] = yaml.safe_load(raw_value)
+        try:
+            node[leaf] = yaml.safe_load(raw_value)
+        except yaml.YAMLError as error:
+            problem = getattr(error, "problem", None) or "not YAML"
+            raise SpeechpruneError(f"--set {override!r}: the value is not valid YAML ({problem})") from None
     return config
 
 

@@ -102,18 +102,21 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
     audio_seconds = sum(r["duration_s"] for r in rows)
     compute_ms = [r["encoder_ms"] + r["decoder_ms"] for r in rows]
     encoder_ms = [r["encoder_ms"] for r in rows]
+    scored = bool(rows)  # with nothing scored there is no error rate: null, never a perfect 0
     return {
         "model": str(model_path),
         "manifest": str(manifest_path),
         "utterances": len(rows),
         "bad_files": bad_files,
-        "wer": round(totals.wer, 5),
-        "cer": round(totals.cer, 5),
+        "wer": round(totals.wer, 5) if scored else None,
+        "cer": round(totals.cer, 5) if scored else None,
         "word_errors": totals.word_errors,
         "words": totals.words,
-        "sentence_error_rate": round(sum(r["word_errors"] > 0 for r in rows) / max(len(rows), 1), 5),
+        "sentence_error_rate": round(sum(r["word_errors"] > 0 for r in rows) / len(rows), 5)
+        if scored
+        else None,
         "audio_seconds": round(audio_seconds, 2),
-        "real_time_factor": float(f"{sum(compute_ms) / 1000 / max(audio_seconds, 1e-9):.4g}"),
+        "real_time_factor": float(f"{sum(compute_ms) / 1000 / audio_seconds:.4g}") if scored else None,
         "encoder_ms_median": round(statistics.median(encoder_ms), 3) if encoder_ms else None,
         "encoder_ms_p90": round(percentile(encoder_ms, 90), 3) if encoder_ms else None,
         "decoder": "greedy",

@@ -28,6 +28,16 @@ class FeatureConfig:
     normalization: str = "utterance"
 
     def __post_init__(self) -> None:
+        if not self.sample_rate >= 1000 or not self.n_mels >= 1 or not self.hop_ms > 0 or not self.win_ms > 0:
+            raise ValueError(
+                f"features: sample_rate {self.sample_rate}, n_mels {self.n_mels}, hop_ms {self.hop_ms} and "
+                f"win_ms {self.win_ms} are not a usable front end"
+            )
+        if self.win_length > self.n_fft or self.f_min < 0 or self.f_min >= self.sample_rate / 2:
+            raise ValueError(
+                f"features: window {self.win_length} samples > n_fft {self.n_fft}, or f_min {self.f_min} "
+                f"outside [0, {self.sample_rate / 2:g}) Hz"
+            )
         if self.normalization not in ("utterance", "none"):
             raise ValueError(
                 f"features.normalization must be 'utterance' or 'none', not {self.normalization!r}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,37 +113,56 @@ def encode_batched(
     return outputs
 
 
-def encoder_round(recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor]) -> Round:
-    """A timing round (:func:`common.measure.interleaved`): each utterance encoded alone, its seconds."""
+def encoder_steps(recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor]) -> list[Round]:
+    """Timing steps (:func:`common.measure.interleaved`): one per utterance, encoded alone, its seconds."""
 
-    @torch.inference_mode()
-    def round_() -> list[float]:
-        seconds = []
-        for waveform in waveforms:
-            length = torch.tensor([waveform.shape[0]])
+    def step(waveform: torch.Tensor) -> Round:
+        length = torch.tensor([waveform.shape[0]])
+
+        @torch.inference_mode()
+        def run() -> list[float]:
             started = time.perf_counter()
             recognizer(waveform[None], length)
-            seconds.append(time.perf_counter() - started)
-        return seconds
+            return [time.perf_counter() - started]
 
-    return round_
+        return run
+
+    return [step(waveform) for waveform in waveforms]
 
 
-class DecoderRound:
-    """A timing round that decodes every utterance's emissions with one backend; keeps the last results.
+class DecoderSteps(SequenceABC):
+    """Timing steps that decode one utterance's emissions each with one backend; keep the last results.
 
     The backend times each utterance's decode call itself (:class:`decoding.backends.DecoderBackend`),
-    so the round returns those per-utterance seconds and no conversion or padding is counted.
+    so a step returns those seconds and no conversion or padding is counted. ``results`` holds the last
+    decoded result of every utterance, in order, once every step has run.
     """
 
     def __init__(self, decoder: DecoderBackend, emissions: Sequence[torch.Tensor]) -> None:
         self.decoder = decoder
-        self.log_probs, self.lengths = stack_emissions(emissions)
-        self.results: list[BackendResult] = []
+        self.emissions = [e.detach().to(device="cpu", dtype=torch.float32)[None] for e in emissions]
+        self.results: list[BackendResult | None] = [None] * len(self.emissions)
 
-    def __call__(self) -> list[float]:
-        self.results = self.decoder(self.log_probs, self.lengths)
-        return [r.wall_time_s for r in self.results]
+    def __len__(self) -> int:
+        return len(self.emissions)
+
+    def __getitem__(self, index: int) -> Round:  # type: ignore[override]
+        emission = self.emissions[index]
+        length = torch.tensor([emission.shape[1]])
+
+        def run() -> list[float]:
+            (result,) = self.decoder(emission, length)
+            self.results[index] = result
+            return [result.wall_time_s]
+
+        return run
+
+    @property
+    def decoded(self) -> list[BackendResult]:
+        """The last results of every utterance (each step must have run at least once)."""
+        if any(r is None for r in self.results):
+            raise RuntimeError("DecoderSteps.decoded before every utterance was decoded")
+        return list(self.results)  # type: ignore[arg-type]
 
 
 class Transcriber:

@@ -41,6 +41,19 @@ class OptimConfig:
     final_lr_fraction: float = 0.02
     gate_lr_multiplier: float = 10.0
 
+    def __post_init__(self) -> None:
+        for name in ("lr", "weight_decay", "warmup_fraction", "final_lr_fraction", "gate_lr_multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ValueError(f"optim.{name} must be a number, got {value!r}")
+        if self.lr < 0 or self.weight_decay < 0 or self.gate_lr_multiplier <= 0:
+            raise ValueError(
+                f"optim: lr and weight_decay must be >= 0 and gate_lr_multiplier > 0, got lr={self.lr}, "
+                f"weight_decay={self.weight_decay}, gate_lr_multiplier={self.gate_lr_multiplier}"
+            )
+        if not (0 <= self.warmup_fraction < 1 and 0 <= self.final_lr_fraction <= 1):
+            raise ValueError("optim: warmup_fraction must lie in [0, 1) and final_lr_fraction in [0, 1]")
+
 
 class CTCModule(L.LightningModule):
     """CTC loss on a :class:`SpeechRecognizer`; greedy-decoded WER/CER (jiwer) every validation.

@@ -11,18 +11,23 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from asr.augment import AugmentConfig
 from asr.checkpoint import save_model
-from asr.config import build_section
+from asr.config import build_section, check_keys
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.features import FeatureConfig
 from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
 from asr.tokenizer import Tokenizer
+from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
+from common.signals import lightning_handles_sigterm
 
 BEST_MODEL_NAME = "model.pt"
+RUN_SECTIONS = ("seed", "threads", "data", "augment", "optim", "trainer")  # read by every training-like job
+TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model")
 
 
 @dataclass
@@ -56,13 +61,16 @@ def build_trainer(
 ) -> L.Trainer:
     """A Lightning trainer logging to ``exp_dir/logs`` (CSV) with the config's ``trainer`` section."""
     options = {**(config.get("trainer") or {}), **overrides}
-    return L.Trainer(
-        default_root_dir=exp_dir,
-        logger=CSVLogger(exp_dir, name="logs"),
-        callbacks=[*callbacks, LearningRateMonitor("step")],
-        use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
-        **options,
-    )
+    try:
+        return L.Trainer(
+            default_root_dir=exp_dir,
+            logger=CSVLogger(exp_dir, name="logs"),
+            callbacks=[*callbacks, LearningRateMonitor("step")],
+            use_distributed_sampler=False,  # the bucket sampler shards batches across ranks itself
+            **options,
+        )
+    except (TypeError, ValueError) as error:  # an unknown or mistyped lightning.Trainer option
+        raise SpeechpruneError(f"config section 'trainer': {error}") from None
 
 
 def latest_checkpoint(exp_dir: Path) -> ModelCheckpoint:
@@ -77,13 +85,33 @@ def latest_checkpoint(exp_dir: Path) -> ModelCheckpoint:
     )
 
 
+class CheckpointOnSigterm(L.Callback):
+    """Writes ``last.ckpt`` when Lightning stops a fit for SIGTERM (at a step boundary, so the state is
+    whole): a preempted job resumes from the step it reached, not from the last epoch's end."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(self.path)
+
+
 def fit_resuming(
     trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, exp_dir: Path
 ) -> str | None:
-    """``trainer.fit``, resuming from ``exp_dir/checkpoints/last.ckpt`` when an earlier run left one."""
+    """``trainer.fit``, resuming from ``exp_dir/checkpoints/last.ckpt`` when an earlier run left one.
+
+    SIGTERM (a scheduler's preemption) saves last.ckpt and raises :class:`Terminated`: the job exits
+    non-zero and the same command resumes it."""
     last = exp_dir / "checkpoints" / "last.ckpt"
     resume_from = str(last) if last.is_file() else None
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    trainer.callbacks.append(CheckpointOnSigterm(last))
+    try:
+        with lightning_handles_sigterm():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume_from)
+    except SIGTERMException:
+        raise Terminated(f"stopped by SIGTERM at step {trainer.global_step}; {last} saved") from None
     return resume_from
 
 
@@ -93,6 +121,7 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     Returns the path of the exported compact model file.
     """
     exp_dir = Path(exp_dir)
+    check_keys(config, TRAIN_SECTIONS, "train config")
     sections = start_run(config)
     tokenizer = Tokenizer.load(config.get("tokenizer", {}).get("path", ""))
     features = build_section(config, "features", FeatureConfig)

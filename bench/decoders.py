@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from asr.checkpoint import load_model
-from asr.inference import DecoderRound, encode_batched, load_evaluation_audio, stack_emissions
+from asr.inference import DecoderSteps, encode_batched, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from common.fileio import write_json
 from common.measure import interleaved
@@ -66,9 +66,9 @@ def synthetic_emissions(pieces: list[str], count: int, frames: int = 80, seed: i
 def decode_interleaved(decoders: dict, log_probs: torch.Tensor, lengths: torch.Tensor, repeats: int) -> dict:
     """Every decoder timed round-robin (:func:`common.measure.interleaved`): last results, mean ms."""
     emissions = [frames[:n] for frames, n in zip(log_probs, lengths.tolist(), strict=True)]
-    rounds = {name: DecoderRound(decoder, emissions) for name, decoder in decoders.items()}
+    rounds = {name: DecoderSteps(decoder, emissions) for name, decoder in decoders.items()}
     timings = interleaved(rounds, repeats=repeats, warmup=0)
-    return {name: (rounds[name].results, timings[name].mean_ms) for name in decoders}
+    return {name: (rounds[name].decoded, timings[name].mean_ms) for name in decoders}
 
 
 def run(args: argparse.Namespace) -> list[dict]:

@@ -11,3 +11,11 @@ class AudioError(SpeechpruneError):
 
 class ManifestError(SpeechpruneError):
     """A manifest is missing, malformed or points at unusable audio; the message names the file and line."""
+
+
+class Terminated(Exception):
+    """The process was asked to stop (SIGTERM): work in progress was saved or discarded, never half-written.
+
+    Not a :class:`SpeechpruneError`: nothing was wrong with the input, and the CLI exits 143 (128 + SIGTERM),
+    the status schedulers and shells expect of a terminated job, never 0.
+    """

@@ -13,10 +13,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from asr.config import build_section
+from asr.config import build_section, check_keys
 from asr.data.datamodule import SpeechDataModule
 from asr.lightning_module import CTCModule
-from asr.training import build_trainer, fit_resuming, latest_checkpoint, start_run
+from asr.training import RUN_SECTIONS, build_trainer, fit_resuming, latest_checkpoint, start_run
 from common.errors import SpeechpruneError
 from common.fileio import write_json
 from pruning.callback import StructuredPruning
@@ -26,13 +26,18 @@ from pruning.schedules import ScheduleConfig, total_epochs
 from pruning.vib import VIBKLTerm, add_unit_gates
 
 SNAPSHOT_DIR = "snapshots"
+PRUNE_SECTIONS = (*RUN_SECTIONS, "prune", "vib", "regularizer")
+PRUNE_KEYS = ("criterion", "schedule", "groups", "snapshots", "seed")
 
 
 def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -> Path:
     """Prune ``base_model`` as ``config`` says; returns the folder of snapshot models."""
     exp_dir = Path(exp_dir)
-    sections = start_run(config)
+    check_keys(config, PRUNE_SECTIONS, "prune config")
     section = dict(config.get("prune") or {})
+    check_keys(section, PRUNE_KEYS, "config section 'prune'")
+    check_keys(config.get("vib") or {}, ("kl_weight",), "config section 'vib'")
+    sections = start_run(config)
     schedule = build_section(section, "schedule", ScheduleConfig)
     criterion = make_criterion(str(section.get("criterion", "mnp")), seed=int(section.get("seed", 0)))
     module = CTCModule.from_model_file(base_model, **sections.module_options())

@@ -137,6 +137,8 @@ def base_model(tiny_corpus, tmp_path_factory) -> Path:
 def prune_config(corpus: dict[str, Path], **prune_options) -> dict:
     """Iterative MNP to 50% in two events of 25%, snapshots at both, on the tiny corpus."""
     config = tiny_config(corpus, epochs=1)
+    for section in ("tokenizer", "features", "model"):  # the model file describes itself
+        del config[section]
     config["trainer"].pop("max_epochs")
     config["optim"] = {"lr": 0.005, "warmup_fraction": 0.1}
     config["prune"] = {

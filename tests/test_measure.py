@@ -30,15 +30,34 @@ def test_summary_median_and_p90():
         TimingSummary.from_seconds([])
 
 
-def test_candidates_are_run_round_robin_after_warmup():
+def test_candidates_are_interleaved_with_a_rotating_order_after_warmup():
     calls: list[str] = []
     timings = interleaved(
         {"a": timed(lambda: calls.append("a")), "b": timed(lambda: calls.append("b"))}, repeats=3, warmup=1
     )
-    assert calls == ["a", "b"] * 4
+    assert calls == ["a", "b", "b", "a", "a", "b", "b", "a"]  # who runs first after a switch alternates
     assert set(timings) == {"a", "b"} and all(t.items[0].runs == 3 for t in timings.values())
     with pytest.raises(ValueError, match="repeats"):
         interleaved({"a": timed(lambda: None)}, repeats=0)
+
+
+def test_steps_are_interleaved_one_by_one_and_keep_their_items():
+    calls: list[str] = []
+
+    def step(name: str, index: int, seconds: float):
+        def run() -> list[float]:
+            calls.append(f"{name}{index}")
+            return [seconds]
+
+        return run
+
+    timings = interleaved(
+        {name: [step(name, i, 0.001 * (i + 1)) for i in range(2)] for name in "abc"}, repeats=1, warmup=0
+    )
+    assert calls == ["a0", "b0", "c0", "b1", "c1", "a1"]
+    assert all(t.median_ms == pytest.approx([1.0, 2.0]) for t in timings.values())
+    with pytest.raises(ValueError, match="steps"):
+        interleaved({"a": [step("a", 0, 0.0)], "b": [step("b", 0, 0.0)] * 2}, repeats=1)
 
 
 def test_per_item_medians_and_their_mean():

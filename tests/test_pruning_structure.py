@@ -84,7 +84,8 @@ def test_pruned_model_file_loads_without_the_original_config(tmp_path):
     features = FeatureConfig(n_mels=20)
     recognizer = SpeechRecognizer(features, make_encoder().config)
     recognizer.encoder = prune_encoder(make_encoder(), random_plan(make_encoder(), 0.5, seed=1))
-    tokenizer = train_tokenizer(["one two three", "four five six"] * 20, "char")
+    tokenizer = train_tokenizer(["abcd", "dcab"] * 20, "char")  # 7 units, as the encoder's head
+    assert tokenizer.vocab_size == recognizer.encoder.config.vocab_size
     save_model(tmp_path / "pruned.pt", recognizer.eval(), tokenizer)
     loaded = load_model(tmp_path / "pruned.pt")
     assert loaded.recognizer.encoder.config == recognizer.encoder.config

@@ -44,17 +44,19 @@ class MacsTarget(LatencyTarget):
             model = load_model(job.model_path)
             audio = load_evaluation_audio(self.manifest, model.recognizer.sample_rate, self.limit)
             emissions = encode_each(model.recognizer, audio.waveforms)
-            results = make_decoder("greedy", model.tokenizer)(*stack_emissions(emissions))
+            texts = [r.text for r in make_decoder("greedy", model.tokenizer)(*stack_emissions(emissions))]
             encoder = model.recognizer.encoder
             macs = encoder_macs_per_second(encoder, model.recognizer.features.config)
             decoder_ms = 0.4 * 48 / sum(encoder.config.lstm_hidden)
             mean_seconds = sum(audio.audio_seconds) / len(audio.audio_seconds)
-            measured[name] = Measured(Latency(macs / 1e6, decoder_ms, mean_seconds), results)
+            measured[name] = Measured(Latency(macs / 1e6, decoder_ms, mean_seconds), texts)
         return measured
 
 
 def search_config(corpus: dict[str, Path], **search) -> dict:
     config = tiny_config(corpus, epochs=1)
+    for section in ("tokenizer", "features", "model"):  # the model file describes itself
+        del config[section]
     config["trainer"].pop("max_epochs")
     config["trainer"].pop("log_every_n_steps")
     config["optim"] = {"lr": 0.003, "warmup_fraction": 0.1}
@@ -259,3 +261,108 @@ def test_pinning_to_a_core_is_undone_afterwards():
     with pinned_to([min(before)]):
         assert os.sched_getaffinity(0) == {min(before)}
     assert os.sched_getaffinity(0) == before
+
+
+def _level_one(exp: Path) -> tuple[dict, dict]:
+    """The kept child of level 1 and the root, from a search folder's state."""
+    state = json.loads((exp / STATE_NAME).read_text())
+    return state["candidates"][state["levels"][0][0]], state["candidates"]["root"]
+
+
+def test_a_crossed_budget_is_landed_on_and_fine_tunes_are_cached(
+    tiny_corpus, base_model, searched, tmp_path, monkeypatch
+):
+    from speechprune.search.tree import LANDING_BAND, is_landing
+
+    child, _ = _level_one(searched[0])
+    budget = round((1.0 + child["ratios"]["end_to_end"]) / 2, 4)  # the first move overshoots it by far
+    assert child["ratios"]["end_to_end"] < budget * (1 - LANDING_BAND)
+    cache = tmp_path / "cache"
+    config = search_config(
+        tiny_corpus, budgets=[budget], max_depth=1, finetune_cache=str(cache), final_finetune_batches=0
+    )
+    results = run_search(
+        config, base_model, tmp_path / "a", target=MacsTarget(tiny_corpus["valid"], 6), progress=False
+    )
+    state = json.loads((tmp_path / "a" / STATE_NAME).read_text())
+    landing = {cid: c for cid, c in state["candidates"].items() if is_landing(cid)}
+    assert 1 <= len(landing) <= 2  # LANDING_TRIES
+    for cid, record in landing.items():
+        parent = state["candidates"][record["parent"]]
+        removed = parent["widths"][record["move"]] - record["widths"][record["move"]]
+        assert cid.endswith(f"{record['move']}-{removed}u") and removed >= 1
+    # the budget's model is the least pruned candidate under the budget, and it lies closer to it than
+    # the move that first crossed it
+    (final,) = results["finals"][:1]
+    assert final["search_ratios"]["end_to_end"] <= budget
+    crossing = [
+        c["ratios"]["end_to_end"]
+        for c in state["candidates"].values()
+        if c["level"] == 1 and not is_landing(c["id"]) and c["ratios"]["end_to_end"] <= budget
+    ]
+    assert final["search_ratios"]["end_to_end"] > max(crossing)
+    assert final["candidate"] in landing
+    # a second search with the same fine-tunes reuses every one of them from the cache: none is trained
+    cached = sorted(cache.glob("*.pt"))
+    assert len(cached) == len(state["candidates"]) - 1
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a cached fine-tune was trained again")
+
+    monkeypatch.setattr("lightning.Trainer.fit", no_training)
+    run_search(config, base_model, tmp_path / "b", target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+    assert _tree(tmp_path / "b") == _tree(tmp_path / "a")
+
+
+def test_a_finished_search_is_extended_by_a_deeper_rerun(tiny_corpus, base_model, tmp_path):
+    config = search_config(tiny_corpus, budgets=["1%"], max_depth=1, final_finetune_batches=0)
+    target = MacsTarget(tiny_corpus["valid"], 6)
+    run_search(config, base_model, tmp_path, target=target, progress=False)
+    first = json.loads((tmp_path / STATE_NAME).read_text())
+    assert first["finished"] and len(first["levels"]) == 1
+    config["search"]["max_depth"] = 2  # not part of the fingerprint: the tree so far stays valid
+    run_search(config, base_model, tmp_path, target=target, progress=False)
+    second = json.loads((tmp_path / STATE_NAME).read_text())
+    assert len(second["levels"]) == 2 and second["levels"][0] == first["levels"][0]
+    assert (
+        second["stop_reason"] == "reached max_depth 2"
+        and second["elapsed_seconds"] > first["elapsed_seconds"]
+    )
+
+
+def test_the_search_study_runs_every_pair_and_writes_one_table(tiny_corpus, base_model, tmp_path):
+    from speechprune.search.study import StudyConfig, run_study
+
+    study = StudyConfig.from_dict(
+        {
+            "budgets": [0.9],
+            "decoders": {"greedy": {"backend": "greedy"}, "own": {"backend": "own", "beam_width": 4}},
+            "methods": {
+                "end_to_end": {"search.objective": "end_to_end", "search.uniform_sparsities": [0.5]},
+                "encoder": {"search.objective": "encoder"},
+            },
+            "runs": [["greedy", "end_to_end"], ["own", "encoder"]],
+        },
+        "study.yaml",
+    )
+    config = search_config(tiny_corpus, max_depth=1, final_finetune_batches=0)
+    target = MacsTarget(tiny_corpus["valid"], 6)
+    report = run_study(
+        config, study, base_model, tmp_path, [tiny_corpus["test"]], progress=False, target=target
+    )
+    assert report["failed_runs"] == {} and report["missing_runs"] == []
+    rows = report["rows"]
+    assert {(r["decoder"], r["method"]) for r in rows} == {
+        ("greedy", "end_to_end"),
+        ("greedy", "uniform"),
+        ("own", "encoder"),
+    }
+    own = json.loads((tmp_path / "own-encoder" / "search_results.json").read_text())
+    assert own["objective"] == "encoder" and own["unpruned"]["decoder_ms"] > 0
+    table = (tmp_path / "study" / "study.md").read_text()
+    assert table.count("\n") == 2 + len(rows) and "| greedy | 90pct | uniform |" in table
+    for name in ("study.csv", "study.json", "study_wer_vs_latency.png", "study_breakdown.png"):
+        assert (tmp_path / "study" / name).stat().st_size > 100
+    assert any((tmp_path / "finetune_cache").glob("*.pt"))  # the runs shared one cache
+    with pytest.raises(SpeechpruneError, match="no such decoder"):
+        StudyConfig.from_dict({**study.__dict__, "runs": [["greedy", "macs"]]}, "study.yaml")

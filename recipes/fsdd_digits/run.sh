@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # FSDD connected digits: data -> tokenizer -> train -> evaluate -> LM + decoder tuning -> prune -> study
-# -> latency search.
+# -> latency search -> the search's study (every objective, two decoder settings).
 #
 #   bash run.sh                          # everything, from stage 0
 #   bash run.sh --stage 2 --stop-stage 2 # only training (resumes from the last checkpoint)
@@ -9,6 +9,7 @@
 #   bash run.sh --units char             # character units instead of whole-word unigram pieces
 #   bash run.sh --stage 5 --prune-runs "mnp_vanilla mnp_entropy"   # only these pruning runs
 #   bash run.sh --stage 7 --search-set search.objective=encoder       # the latency search, another objective
+#   bash run.sh --stage 8 --stop-stage 8   # the search study (hours on 2 cores; resumes run by run)
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -16,7 +17,7 @@ cd "$(dirname "$0")"
 . ../common/prune_runs.sh
 
 stage=0
-stop_stage=7
+stop_stage=8
 quick=false
 fsdd_dir=""
 threads=1               # inference threads for evaluation timings (a one-core edge device)
@@ -32,6 +33,7 @@ entropy_weight=1.0
 prune_extra=()          # extra --set overrides for every pruning run
 search_extra=()         # extra --set overrides for the latency search (stage 7)
 search_name=end_to_end  # folder of the search under exp/search/
+study_extra=()          # extra --study-set overrides of conf/search_study.yaml (stage 8)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -48,7 +50,8 @@ while [[ $# -gt 0 ]]; do
     --prune-set) prune_extra+=(--set "$2"); shift 2 ;;
     --search-set) search_extra+=(--set "$2"); shift 2 ;;
     --search-name) search_name="$2"; shift 2 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --study-set) study_extra+=(--study-set "$2"); shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -68,6 +71,9 @@ if $quick; then
   search_extra=(--set search.max_depth=2 --set search.finetune_batches=2 --set search.final_finetune_batches=2
     --set search.calibration_limit=8 --set search.min_units=2 --set target.repeats=1 --set "search.budgets=[0.9,0.8]"
     --set "search.uniform_sparsities=[0.5]" --set data.num_workers=0 "${search_extra[@]}")
+  study_extra=(--study-set "budgets=[0.9,0.8]" --study-set "runs=[[tuned,end_to_end],[wide,encoder]]"
+    --study-set "methods.end_to_end={search.objective: end_to_end, search.uniform_sparsities: [0.5]}"
+    "${study_extra[@]}")
   calibration_count=10
 else
   data=data exp=exp/baseline
@@ -151,4 +157,18 @@ if [[ $stage -le 7 && $stop_stage -ge 7 ]]; then
     --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" || status=$?
   # status 1: a budget was out of reach (named above, results written); anything else is a failure
   [[ $status -le 1 ]] || exit $status
+fi
+
+if [[ $stage -le 8 && $stop_stage -ge 8 ]]; then
+  echo "== stage 8: search study (uniform / macs / encoder / end_to_end / co-tuned / entropy x two decoders) -> $search_dir/study"
+  [[ -f "$data/corpus/calibration.jsonl" ]] || python local/make_calibration.py "$data/corpus/valid.jsonl" \
+    --out "$data/corpus/calibration.jsonl" --count "$calibration_count"
+  [[ -f "$data/lang/lm_piece3.arpa" ]] || speechprune build-lm "$data/corpus/train.jsonl" \
+    "$data/corpus/train_tts.jsonl" --unit piece --model "$exp/model.pt" --order 3 --out "$data/lang/lm_piece3.arpa"
+  speechprune search-study "$exp/model.pt" --config conf/search.yaml --study conf/search_study.yaml \
+    --exp-dir "$search_dir/study" --study-set decoders.wide.lm_path="$data/lang/lm_piece3.arpa" \
+    --set search.calibration_manifest="$data/corpus/calibration.jsonl" \
+    --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+    --set data.valid_manifest="$data/corpus/valid.jsonl" \
+    --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" "${study_extra[@]}"
 fi

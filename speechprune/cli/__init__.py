@@ -1,7 +1,9 @@
 """The ``speechprune`` command line: one module per command group, assembled here.
 
-Errors that are the user's to fix (bad files, bad options) print one line naming the culprit and exit
-with status 2; a batch job that skipped unreadable files exits with status 1 after writing its results.
+Exit status: 0 all done; 1 done, but something is incomplete (a batch skipped unreadable files, a budget
+was out of reach, a study run failed) and says what; 2 the input is the user's to fix (one line names
+the file or option, nothing was started or nothing was half-written); 130 Ctrl-C; 143 SIGTERM (jobs
+that resume say so: rerunning the same command continues them).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ import argparse
 import sys
 from collections.abc import Callable
 
-from common.errors import SpeechpruneError
+from common.errors import SpeechpruneError, Terminated
+from common.signals import install_sigterm_handler
 from speechprune.cli import data, decoding, search, study, training
 
 COMMAND_GROUPS = (data, training, decoding, study, search)
@@ -39,13 +42,18 @@ def user_message(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
+    hint = "; rerun the same command to resume" if getattr(args, "resumable", False) else ""
+    install_sigterm_handler()
     try:
         return handler(args)
     except SpeechpruneError as error:
         print(f"speechprune {args.command}: error: {user_message(error)}", file=sys.stderr)
         return 2
+    except Terminated as error:
+        print(f"speechprune {args.command}: {error}{hint}", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
-        print(f"speechprune {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        print(f"speechprune {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
 
 

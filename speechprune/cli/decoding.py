@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from decoding.backends import DecoderSettings
-from speechprune.cli.options import add_decoder_options, decoder_settings, positive_int
+from speechprune.cli.options import add_decoder_options, decoder_settings, output_file, positive_int
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -100,7 +99,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     transcribe.add_argument(
         "--format", choices=("text", "jsonl", "csv"), default="text", help="output format (default: text)"
     )
-    transcribe.add_argument("--out", type=Path, help="write here instead of standard output")
+    transcribe.add_argument("--out", type=output_file, help="write here instead of standard output")
     add_decoder_options(transcribe)
     transcribe.add_argument(
         "--batch-size", type=positive_int, default=8, help="files per forward pass (default: 8)"
@@ -115,7 +114,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "flashlight load the result.",
     )
     lm.add_argument("manifests", nargs="+", help="manifests whose transcripts train the LM")
-    lm.add_argument("--out", required=True, help="ARPA file to write")
+    lm.add_argument("--out", type=output_file, required=True, help="ARPA file to write")
     lm.add_argument("--order", type=positive_int, default=3, help="n-gram order (default: 3)")
     lm.add_argument("--unit", choices=("word", "piece"), default="word", help="LM units (default: word)")
     lm.add_argument("--model", help="model whose tokenizer splits pieces (--unit piece)")
@@ -130,7 +129,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("model", help="the unpruned model (settings are then fixed for all pruned models)")
     tune.add_argument("manifest", help="validation manifest")
-    tune.add_argument("--out", type=Path, required=True, help="JSON file for the chosen settings and trials")
+    tune.add_argument(
+        "--out", type=output_file, required=True, help="JSON file for the chosen settings and trials"
+    )
     tune.add_argument(
         "--beam-width",
         type=positive_int,

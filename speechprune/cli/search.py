@@ -40,6 +40,34 @@ def _search(args: argparse.Namespace) -> int:
     return 1 if results["unmet_budgets"] else 0
 
 
+def _search_study(args: argparse.Namespace) -> int:
+    import yaml
+
+    from asr.config import apply_overrides, load_config
+    from common.errors import SpeechpruneError
+    from speechprune.search.study import StudyConfig, run_study, write_study_report
+
+    config = load_config(args.config, args.set)
+    if not args.study.is_file():
+        raise SpeechpruneError(f"{args.study}: no such study file")
+    try:
+        values = yaml.safe_load(args.study.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise SpeechpruneError(f"{args.study}: invalid YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise SpeechpruneError(f"{args.study}: a study file is a mapping (budgets, decoders, methods, runs)")
+    study = StudyConfig.from_dict(apply_overrides(values, args.study_set), str(args.study))
+    if args.report_only:
+        report = write_study_report(study, Path(args.exp_dir), {})
+    else:
+        report = run_study(config, study, args.model, Path(args.exp_dir), args.test)
+    print(Path(args.exp_dir) / "study" / "study.md")
+    print((Path(args.exp_dir) / "study" / "study.md").read_text(encoding="utf-8"))
+    for name, error in report["failed_runs"].items():
+        print(f"speechprune search-study: run {name} failed: {error}", file=sys.stderr)
+    return 1 if report["failed_runs"] or report["missing_runs"] else 0
+
+
 def register(commands: argparse._SubParsersAction) -> None:
     search = commands.add_parser(
         "search",
@@ -59,4 +87,39 @@ def register(commands: argparse._SubParsersAction) -> None:
     search.add_argument(
         "--test", type=Path, nargs="*", default=[], help="manifests to score the final models on (WER)"
     )
-    search.set_defaults(handler=_search)
+    search.set_defaults(handler=_search, resumable=True)
+
+    study = commands.add_parser(
+        "search-study",
+        help="the search's study: every (decoder setting, method) search, one table and two plots",
+        description="Runs one search per [decoder, method] pair of the study file (each in its own folder "
+        "under --exp-dir, sharing a fine-tune cache; resumes run by run), then writes study/study.md, "
+        ".csv, .json and the plots: test WER against measured end-to-end latency with the budgets, and "
+        "encoder/decoder time per method.",
+    )
+    study.add_argument("model", help="the trained model.pt to search from")
+    study.add_argument(
+        "--study", type=Path, required=True, help="study YAML: budgets, decoders, methods, runs"
+    )
+    add_config_options(
+        study,
+        "the search config every run starts from",
+        "folder for every run, the fine-tune cache's default place and the study report",
+        "search.max_depth=4",
+    )
+    study.add_argument(
+        "--study-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a value of the study file, e.g. --study-set decoders.wide.lm_path=LM (repeatable)",
+    )
+    study.add_argument(
+        "--test", type=Path, nargs="*", default=[], help="manifests to score the final models on (WER)"
+    )
+    study.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rewrite the table and plots from the runs' results files (no search, no measuring)",
+    )
+    study.set_defaults(handler=_search_study, resumable=True)

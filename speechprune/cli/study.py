@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from common.errors import SpeechpruneError
-from speechprune.cli.options import finite_float, non_negative_float, positive_int
+from speechprune.cli.options import finite_float, non_negative_float, output_dir, positive_int
 
 
 def _study(args: argparse.Namespace) -> int:
@@ -87,7 +87,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=10.0,
         help="beam threshold of the extra '-wide' decoder configurations (default: 10; 0 = none)",
     )
-    study.add_argument("--out", type=Path, required=True, help="output folder")
+    study.add_argument("--out", type=output_dir, required=True, help="output folder")
     study.set_defaults(handler=_study)
 
     report = commands.add_parser(

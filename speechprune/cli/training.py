@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from speechprune.cli.options import add_config_options, positive_int
+from speechprune.cli.options import add_config_options, output_dir, positive_int
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -37,13 +37,21 @@ def _evaluate(args: argparse.Namespace) -> int:
             args.model, manifest, args.out, threads=args.threads, batch_size=args.batch_size
         )
         summary = result.summary
+        for problem in summary["bad_files"]:
+            print(f"  skipped {problem}", file=sys.stderr)
+        if not summary["utterances"]:
+            print(
+                f"speechprune evaluate: {manifest}: no utterance could be scored "
+                f"({len(summary['bad_files'])} unreadable) -> {result.summary_path}",
+                file=sys.stderr,
+            )
+            status = 1
+            continue
         print(
             f"{manifest}: WER {summary['wer'] * 100:.2f}%  CER {summary['cer'] * 100:.2f}%  "
             f"RTF {summary['real_time_factor']:.4f} ({summary['threads']} thread(s))  "
             f"{summary['utterances']} utterances -> {result.summary_path}"
         )
-        for problem in summary["bad_files"]:
-            print(f"  skipped {problem}", file=sys.stderr)
         if summary["bad_files"]:
             status = 1
     return status
@@ -62,7 +70,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "folder for checkpoints, logs and the exported model",
         "trainer.max_epochs=3",
     )
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, resumable=True)
 
     prune = commands.add_parser(
         "prune",
@@ -78,7 +86,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "folder for checkpoints, logs and snapshots",
         "regularizer.weight=1.0",
     )
-    prune.set_defaults(handler=_prune)
+    prune.set_defaults(handler=_prune, resumable=True)
 
     evaluate = commands.add_parser(
         "evaluate",
@@ -88,7 +96,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     evaluate.add_argument("model", help="model.pt or a Lightning .ckpt written by speechprune")
     evaluate.add_argument("manifests", nargs="+", help="JSON-lines manifests to score")
-    evaluate.add_argument("--out", required=True, help="folder for the results")
+    evaluate.add_argument("--out", type=output_dir, required=True, help="folder for the results")
     evaluate.add_argument(
         "--threads", type=positive_int, default=1, help="CPU threads for inference (default: 1)"
     )

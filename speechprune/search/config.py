@@ -82,6 +82,9 @@ class SearchConfig:
         wer_tolerance: co-tuning keeps the cheapest settings whose WER is at most this much (absolute)
             above the WER with the user's settings.
         seed: seeds fine-tuning (per candidate, so a resumed search repeats it).
+        finetune_cache: folder where fine-tuned candidates are kept by a digest of their input model and
+            training settings, and reused by any search that asks for the same fine-tune (searches that
+            differ in decoder, objective or co-tuning share much of their tree); empty = no cache.
         uniform_sparsities: also prune uniformly (every LSTM layer loses the same fraction, ranked by the
             criterion) to each of these sparsities, with the same brief and final fine-tunes, measured on
             the same target: the baseline the search must beat at each budget (empty = none).
@@ -104,6 +107,7 @@ class SearchConfig:
     wer_tolerance: float = 0.005
     seed: int = 0
     uniform_sparsities: list[float] = field(default_factory=list)
+    finetune_cache: str = ""
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:

@@ -9,6 +9,7 @@ scored on the user's test manifests (WER with their decoder, and greedy).
 from __future__ import annotations
 
 import shutil
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,8 @@ from asr.inference import encode_batched, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from decoding.backends import make_decoder
 from speechprune.search.finetune import candidate_seed
-from speechprune.search.targets import TimingJob
-from speechprune.search.tree import REFERENCE, ROOT, LatencySearch, settings_from_dict
+from speechprune.search.targets import TimingJob, settings_from_dict
+from speechprune.search.tree import REFERENCE, ROOT, LatencySearch
 
 COPY = "unpruned-copy"
 
@@ -74,7 +75,8 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
             continue
         record = state.candidates[result.candidate]
         name = result.budget.label if method == "search" else f"uniform_{result.budget.label}"
-        out = exp_dir / "budgets" / f"{name}.pt"
+        # named by the candidate too: a resumed (extended) search may pick another one for this budget
+        out = exp_dir / "budgets" / f"{name}-{zlib.crc32(record.id.encode()):08x}.pt"
         if not out.is_file():
             search.fine_tune(
                 search._path(record),
@@ -127,17 +129,17 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
         else:
             value = latency.encoder_ms_per_second if objective == "encoder" else latency.ms_per_second
         final.objective_ratio_to_budget = round(value / final.budget_value, 4)
-        final.wer_calibration = round(
-            error_counts(references, [r.text for r in measured[final.model].results]).wer, 5
-        )
+        final.wer_calibration = round(error_counts(references, measured[final.model].texts).wer, 5)
         final.test_wer, final.test_wer_greedy = test_wers(
             exp_dir / final.model, final.decoder, test_manifests
         )
     copy_latency = measured[COPY].latency
+    state.save(exp_dir)  # the elapsed time includes the final fine-tunes and the check
     return {
         "objective": search.search.objective,
         "stop_reason": state.stop_reason,
         "candidates_evaluated": len(state.candidates) - 1,
+        "elapsed_seconds": state.elapsed_seconds,
         "levels": len(state.levels),
         "target": search.target.describe(),
         "calibration_manifest": search.search.calibration_manifest,
@@ -145,9 +147,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
         "unpruned": {
             **reference.to_dict(),
             "ms_per_second": round(reference.ms_per_second, 4),
-            "wer_calibration": round(
-                error_counts(references, [r.text for r in measured[REFERENCE].results]).wer, 5
-            ),
+            "wer_calibration": round(error_counts(references, measured[REFERENCE].texts).wer, 5),
             "test_wer": test_wers(Path(root.model), root.decoder, test_manifests)[0],
         },
         "noise_floor": {

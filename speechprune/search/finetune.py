@@ -4,10 +4,18 @@ A candidate is scored only after it has recovered from its surgery for ``batches
 output-sharpness regularizer when its weight is > 0), because pruning changes the emissions and the
 decoder's cost is measured on the emissions the candidate will really produce. Each fine-tune is seeded
 by the candidate, so a resumed search redoes an interrupted one identically.
+
+Fine-tunes dominate a search's cost, and searches that differ only in how they *measure* (another decoder,
+another objective, co-tuning) walk through many of the same candidates. With a cache folder, a fine-tune
+is stored under a digest of everything that decides its result (the input model's content digest, the
+batch count, the seed and the training sections) and reused when the same fine-tune is asked for again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -15,13 +23,17 @@ from typing import Any
 
 import lightning as L
 
-from asr.checkpoint import save_model
+from asr.checkpoint import model_digest, save_model
 from asr.config import build_section
 from asr.data.datamodule import SpeechDataModule
 from asr.lightning_module import CTCModule
 from asr.tokenizer import Tokenizer
 from asr.training import start_run
+from common.fileio import atomic_open
 from pruning.regularizers import SharpnessRegularizer, SharpnessRegularizerConfig
+
+# What decides a fine-tune's result besides its input model, batch count and seed.
+TRAINING_SECTIONS = ("data", "augment", "optim", "model", "regularizer", "trainer", "threads")
 
 # Trainer options a search owns: its fine-tunes are step-bounded and leave no checkpoints behind.
 OWNED_TRAINER_OPTIONS = ("max_steps", "max_epochs", "logger", "enable_checkpointing", "limit_val_batches")
@@ -33,10 +45,16 @@ def candidate_seed(base_seed: int, candidate_id: str) -> int:
 
 
 class FineTuner:
-    """Fine-tunes model files for a number of batches: ``tuner(model_in, model_out, batches, seed)``."""
+    """Fine-tunes model files for a number of batches: ``tuner(model_in, model_out, batches, seed)``;
+    with ``cache_dir``, a fine-tune already done (by this search or another) is copied, not redone."""
 
-    def __init__(self, config: dict[str, Any], tokenizer: Tokenizer, sample_rate: int) -> None:
+    def __init__(
+        self, config: dict[str, Any], tokenizer: Tokenizer, sample_rate: int, cache_dir: Path | None = None
+    ) -> None:
         self.sections = start_run(config)
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        training = {k: config.get(k) for k in TRAINING_SECTIONS}
+        self.training_key = json.dumps(training, sort_keys=True, default=str)
         self.regularizer = build_section(config, "regularizer", SharpnessRegularizerConfig)
         trainer = dict(config.get("trainer") or {})
         clashing = sorted(set(trainer) & set(OWNED_TRAINER_OPTIONS))
@@ -48,8 +66,12 @@ class FineTuner:
         self.datamodule = SpeechDataModule(self.sections.data, tokenizer, sample_rate, self.sections.augment)
 
     def __call__(self, model_in: Path, model_out: Path, batches: int, seed: int) -> None:
-        L.seed_everything(seed, workers=True, verbose=False)
         module = CTCModule.from_model_file(model_in, **self.sections.module_options())
+        cached = self._cached(module, batches, seed) if batches > 0 else None
+        if cached is not None and cached.is_file():
+            _copy(cached, Path(model_out))
+            return
+        L.seed_everything(seed, workers=True, verbose=False)
         if batches > 0:
             regularizer = replace(self.regularizer, blank_id=module.tokenizer.blank_id)
             owned = {
@@ -70,3 +92,20 @@ class FineTuner:
             trainer.fit(module, datamodule=self.datamodule)
         module.recognizer.eval()
         save_model(model_out, module.recognizer, module.tokenizer, metadata={"finetune_batches": batches})
+        if cached is not None:
+            _copy(Path(model_out), cached)
+
+    def _cached(self, module: CTCModule, batches: int, seed: int) -> Path | None:
+        """Where this fine-tune's result is (or will be) cached; None without a cache folder."""
+        if self.cache_dir is None:
+            return None
+        key = json.dumps(
+            [model_digest(module.recognizer, module.tokenizer), batches, seed, self.training_key]
+        )
+        return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
+
+
+def _copy(source: Path, destination: Path) -> None:
+    """Copy a model file atomically (a killed copy never leaves a half-written cache entry)."""
+    with open(source, "rb") as reader, atomic_open(destination, "wb") as writer:
+        shutil.copyfileobj(reader, writer)

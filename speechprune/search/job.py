@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from asr.checkpoint import load_model
-from asr.config import build_section
+from asr.config import build_section, check_keys
 from asr.inference import load_evaluation_audio
+from asr.training import RUN_SECTIONS
 from common.errors import SpeechpruneError
 from common.fileio import write_csv, write_json
 from speechprune.search.config import DecoderChoice, SearchConfig
@@ -24,10 +25,21 @@ from speechprune.search.targets import LatencyTarget, LocalTarget
 from speechprune.search.tree import LatencySearch
 
 TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup"}
+SEARCH_SECTIONS = (*RUN_SECTIONS, "search", "decoder", "target", "regularizer")
 RESULTS_NAME = "search_results.json"
+# Search settings a rerun may change without invalidating the tree so far: it is extended (deeper, to
+# tighter budgets, with more baseline points) or finished differently, and the fine-tune cache is only
+# where fine-tunes are kept.
+EXTENSIBLE_SEARCH_KEYS = (
+    "max_depth",
+    "budgets",
+    "final_finetune_batches",
+    "uniform_sparsities",
+    "finetune_cache",
+)
 
 
-def local_target(section: dict[str, Any], waveforms: list, sample_rate: int) -> LocalTarget:
+def local_target(section: dict[str, Any], search: SearchConfig, sample_rate: int) -> LocalTarget:
     unknown = sorted(set(section) - TARGET_KEYS)
     if unknown:
         raise SpeechpruneError(
@@ -36,7 +48,8 @@ def local_target(section: dict[str, Any], waveforms: list, sample_rate: int) -> 
     if section.get("kind", "local") != "local":
         raise SpeechpruneError(f"target.kind {section['kind']!r}: only 'local' is available")
     return LocalTarget(
-        waveforms,
+        Path(search.calibration_manifest),
+        search.calibration_limit,
         sample_rate,
         threads=int(section.get("threads", 1)),
         cores=section.get("cores"),
@@ -55,6 +68,7 @@ def run_search(
 ) -> dict[str, Any]:
     """Search (resuming from ``exp_dir``), finalize every budget, write results and plots; returns them."""
     exp_dir = Path(exp_dir)
+    check_keys(config, SEARCH_SECTIONS, "search config")
     search = build_section(config, "search", SearchConfig)
     budgets = search.parsed_budgets()
     decoder = DecoderChoice.from_section(config.get("decoder"))
@@ -63,20 +77,23 @@ def run_search(
         if not manifest.is_file():
             raise SpeechpruneError(f"{manifest}: no such manifest")
     base = load_model(base_model)
-    tuner = FineTuner(config, base.tokenizer, base.recognizer.sample_rate)
+    cache = Path(search.finetune_cache) if search.finetune_cache else None
+    tuner = FineTuner(config, base.tokenizer, base.recognizer.sample_rate, cache_dir=cache)
+    deciding = {k: v for k, v in (config.get("search") or {}).items() if k not in EXTENSIBLE_SEARCH_KEYS}
     state = SearchState.load_or_new(
         exp_dir,
         fingerprint(
             {
                 "model": str(Path(base_model).resolve()),
-                **{k: config.get(k) for k in ("search", "decoder", "target", "regularizer", "optim", "data")},
+                "search": deciding,
+                **{k: config.get(k) for k in ("decoder", "target", "regularizer", "optim", "data")},
             }
         ),
     )
     exp_dir.mkdir(parents=True, exist_ok=True)
     sample_rate = base.recognizer.sample_rate
     calibration = load_evaluation_audio(search.calibration_manifest, sample_rate, search.calibration_limit)
-    target = target or local_target(dict(config.get("target") or {}), calibration.waveforms, sample_rate)
+    target = target or local_target(dict(config.get("target") or {}), search, sample_rate)
     searcher = LatencySearch(Path(base_model), exp_dir, search, decoder, target, tuner, state, calibration)
     searcher.run(progress=progress)
     results = finalize(searcher, test_manifests)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -57,11 +58,17 @@ class SearchState:
     levels: list[list[str]] = field(default_factory=list)  # kept candidate ids after each level
     finished: bool = False
     stop_reason: str = ""
+    elapsed_seconds: float = 0.0  # wall time spent on this search, over every (resumed) run
     version: int = STATE_VERSION
 
+    def __post_init__(self) -> None:
+        self._clock = time.monotonic()
+
     def save(self, exp_dir: Path) -> None:
-        payload = asdict(self)
-        write_json(exp_dir / STATE_NAME, payload)
+        now = time.monotonic()
+        self.elapsed_seconds = round(self.elapsed_seconds + now - self._clock, 1)
+        self._clock = now
+        write_json(exp_dir / STATE_NAME, asdict(self))
 
     @classmethod
     def load_or_new(cls, exp_dir: Path, fingerprint: str) -> SearchState:
@@ -76,6 +83,7 @@ class SearchState:
                 levels=[list(level) for level in payload["levels"]],
                 finished=bool(payload["finished"]),
                 stop_reason=str(payload.get("stop_reason", "")),
+                elapsed_seconds=float(payload.get("elapsed_seconds", 0.0)),
                 version=int(payload["version"]),
             )
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:

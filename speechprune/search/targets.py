@@ -1,21 +1,28 @@
 """Where candidates' latency is measured: the target device, behind one interface.
 
 A target receives *model files and decoder settings*, never in-memory objects, and measures them on the
-calibration audio it was given: encoder latency, and decoder latency on the emissions the candidate
-itself produced on the target, with the candidate's decoder settings. That is exactly what a remote
-board can do too, so a device agent plugs in as another :class:`LatencyTarget`.
+calibration audio: encoder latency, and decoder latency on the emissions the candidate itself produced
+on the target, with the candidate's decoder settings. That is exactly what a remote board can do too, so
+a device agent plugs in as another :class:`LatencyTarget`.
 
-:class:`LocalTarget` measures in this process, with an explicit thread count and optionally pinned to a
-set of cores (``os.sched_setaffinity``, what ``taskset -c`` does), every candidate of a call interleaved
-round by round with the others (:func:`common.measure.interleaved`). Each call also re-measures a
-reference model, so that latencies can be compared as ratios taken in the same run, which is what holds
-up on a noisy machine.
+:class:`LocalTarget` measures in a fresh worker process (:mod:`speechprune.search.worker`) that gets the
+same JSON request a device would: model files, decoder settings, the calibration manifest, threads and
+cores. A fresh process matters: inside a long search the process grows (2 GB after an hour here) and
+the same decoder on the same emissions was measured 2.2 ms at the start and 9.4 ms at the end, because
+allocation-heavy code slows down in a large, fragmented heap; a device runtime is a small process. The
+worker pins itself to ``cores`` (``os.sched_setaffinity``, what ``taskset -c`` does), sets the thread
+count and runs every candidate of the call interleaved (:func:`common.measure.interleaved`). Each call
+also re-measures a reference model, so that latencies are compared as ratios taken in the same run,
+which is what holds up on a noisy machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import subprocess
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -25,10 +32,10 @@ from typing import Any
 import torch
 
 from asr.checkpoint import load_model
-from asr.inference import DecoderRound, encode_each, encoder_round
+from asr.inference import DecoderSteps, encode_each, encoder_steps, load_evaluation_audio
 from common.errors import SpeechpruneError
 from common.measure import device_tags, interleaved
-from decoding.backends import BackendResult, DecoderSettings, make_decoder
+from decoding.backends import DecoderSettings, make_decoder
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,10 @@ class Latency:
 
 @dataclass(frozen=True)
 class Measured:
-    """A job's latency and the decoded results it was timed on (texts for WER, in calibration order)."""
+    """A job's latency and the texts it decoded while being timed (for WER, in calibration order)."""
 
     latency: Latency
-    results: list[BackendResult]
+    texts: list[str]
 
 
 class LatencyTarget(ABC):
@@ -107,30 +114,68 @@ def pinned_to(cores: list[int] | None) -> Iterator[None]:
         os.sched_setaffinity(0, previous)
 
 
+def measure_jobs(
+    jobs: Mapping[str, TimingJob], waveforms: list[torch.Tensor], threads: int, repeats: int, warmup: int
+) -> dict[str, Measured]:
+    """Encoder and decoder latency of every job on ``waveforms``, in this process, interleaved."""
+    torch.set_num_threads(threads)
+    audio_seconds_mean = 0.0
+    models = {name: load_model(job.model_path) for name, job in jobs.items()}
+    if models:
+        rate = next(iter(models.values())).recognizer.sample_rate
+        audio_seconds_mean = sum(w.shape[0] for w in waveforms) / len(waveforms) / rate
+    encoders = interleaved(
+        {name: encoder_steps(m.recognizer, waveforms) for name, m in models.items()},
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+    )
+    steps = {
+        name: DecoderSteps(
+            make_decoder(jobs[name].backend, m.tokenizer, jobs[name].settings),
+            encode_each(m.recognizer, waveforms),
+        )
+        for name, m in models.items()
+    }
+    decoders = interleaved(steps, repeats=repeats, warmup=warmup)
+    return {
+        name: Measured(
+            Latency(encoders[name].mean_ms, decoders[name].mean_ms, audio_seconds_mean),
+            [r.text for r in steps[name].decoded],
+        )
+        for name in jobs
+    }
+
+
 class LocalTarget(LatencyTarget):
-    """This machine: ``threads`` intra-op threads, optionally pinned to ``cores``, ``repeats`` timed rounds
-    after ``warmup`` untimed ones, over the calibration ``waveforms``."""
+    """This machine, measured in a fresh worker process per call: ``threads`` intra-op threads,
+    optionally pinned to ``cores``, ``repeats`` timed rounds after ``warmup`` untimed ones, over the
+    calibration manifest's first ``limit`` utterances (spread as :func:`load_evaluation_audio` does)."""
 
     def __init__(
         self,
-        waveforms: list[torch.Tensor],
+        manifest: Path,
+        limit: int,
         sample_rate: int,
         threads: int = 1,
         cores: list[int] | None = None,
         repeats: int = 3,
         warmup: int = 1,
     ) -> None:
-        if not waveforms:
-            raise SpeechpruneError("the latency target needs calibration audio")
         if threads < 1 or repeats < 1 or warmup < 0:
             raise SpeechpruneError("target: threads and repeats must be >= 1, warmup >= 0")
-        self.waveforms = waveforms
+        if cores and not hasattr(os, "sched_setaffinity"):
+            raise SpeechpruneError("target.cores: this platform cannot pin a process to cores")
+        self.manifest = Path(manifest)
+        self.limit = limit
         self.sample_rate = sample_rate
         self.threads = threads
         self.cores = list(cores) if cores else None
         self.repeats = repeats
         self.warmup = warmup
-        self.audio_seconds_mean = sum(w.shape[0] for w in waveforms) / len(waveforms) / sample_rate
+        self.utterances = len(load_evaluation_audio(self.manifest, sample_rate, limit).references)
+        if not self.utterances:
+            raise SpeechpruneError(f"{self.manifest}: the latency target needs calibration audio")
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -138,31 +183,68 @@ class LocalTarget(LatencyTarget):
             **device_tags(self.threads),
             "cores": self.cores,
             "repeats": self.repeats,
-            "utterances": len(self.waveforms),
+            "utterances": self.utterances,
+            "process": "fresh worker per measurement",
+        }
+
+    def request(self, jobs: Mapping[str, TimingJob]) -> dict[str, Any]:
+        """The JSON request a worker (or a device agent) answers."""
+        return {
+            "calibration": {
+                "manifest": str(self.manifest),
+                "limit": self.limit,
+                "sample_rate": self.sample_rate,
+            },
+            "threads": self.threads,
+            "cores": self.cores,
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            "jobs": {
+                name: {
+                    "model": str(job.model_path),
+                    "backend": job.backend,
+                    "settings": settings_to_dict(job.settings),
+                }
+                for name, job in jobs.items()
+            },
         }
 
     def measure(self, jobs: Mapping[str, TimingJob]) -> dict[str, Measured]:
-        with pinned_to(self.cores):
-            torch.set_num_threads(self.threads)
-            models = {name: load_model(job.model_path) for name, job in jobs.items()}
-            encoders = interleaved(
-                {name: encoder_round(m.recognizer, self.waveforms) for name, m in models.items()},
-                repeats=self.repeats,
-                warmup=self.warmup,
-                threads=self.threads,
-            )
-            rounds = {
-                name: DecoderRound(
-                    make_decoder(jobs[name].backend, m.tokenizer, jobs[name].settings),
-                    encode_each(m.recognizer, self.waveforms),
-                )
-                for name, m in models.items()
-            }
-            decoders = interleaved(rounds, repeats=self.repeats, warmup=self.warmup)
+        environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
+        completed = subprocess.run(
+            [sys.executable, "-m", "speechprune.search.worker"],
+            input=json.dumps(self.request(jobs)),
+            capture_output=True,
+            text=True,
+            env=environment,
+            check=False,
+        )
+        if completed.returncode != 0:
+            lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+            raise SpeechpruneError(f"latency worker failed: {lines[-1] if lines else completed.returncode}")
+        return parse_response(completed.stdout)
+
+
+def settings_to_dict(settings: DecoderSettings) -> dict[str, Any]:
+    """Decoder settings as plain JSON values (paths as strings)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
+
+
+def settings_from_dict(values: dict[str, Any]) -> DecoderSettings:
+    """The inverse of :func:`settings_to_dict` (a ``backend`` key, as records carry it, is ignored)."""
+    return DecoderSettings(**{k: v for k, v in values.items() if k != "backend"})
+
+
+def parse_response(text: str) -> dict[str, Measured]:
+    """A worker's (or device agent's) JSON answer as :class:`Measured` per job."""
+    try:
+        payload = json.loads(text.strip().splitlines()[-1])
         return {
             name: Measured(
-                Latency(encoders[name].mean_ms, decoders[name].mean_ms, self.audio_seconds_mean),
-                rounds[name].results,
+                Latency(float(job["encoder_ms"]), float(job["decoder_ms"]), float(job["audio_seconds_mean"])),
+                [str(t) for t in job["texts"]],
             )
-            for name in jobs
+            for name, job in payload["jobs"].items()
         }
+    except (IndexError, KeyError, TypeError, ValueError) as error:
+        raise SpeechpruneError(f"latency worker: malformed answer ({error})") from None

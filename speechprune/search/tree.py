@@ -16,16 +16,16 @@ again, in a separate interleaved run with the unpruned model and a second copy o
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from tqdm import tqdm
 
 from asr.checkpoint import LoadedModel, load_model, save_model
-from asr.inference import DecoderRound, EvaluationAudio, ctc_loss, encode_batched, stack_emissions
+from asr.inference import DecoderSteps, EvaluationAudio, ctc_loss, encode_batched, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import LSTMCTCEncoder
 from asr.recognizer import SpeechRecognizer
@@ -39,13 +39,23 @@ from pruning.structure import prune_encoder, unit_groups
 from speechprune.search.config import Budget, DecoderChoice, SearchConfig
 from speechprune.search.finetune import candidate_seed
 from speechprune.search.state import CandidateRecord, SearchState
-from speechprune.search.targets import LatencyTarget, Measured, TimingJob
+from speechprune.search.targets import (
+    LatencyTarget,
+    Measured,
+    TimingJob,
+    settings_from_dict,
+    settings_to_dict,
+)
 
 ROOT = "root"
 UNIFORM_PREFIX = "uniform-s"  # ids of the uniform-pruning baseline's candidates
 CO_TUNE_THRESHOLDS = (10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.0)
 CO_TUNE_CUTOFFS = (0.999, 0.99, 0.95)
 REFERENCE = "unpruned"
+LANDING_MARGIN = 0.015  # aim this far under a budget: about the check run's noise on this machine
+LANDING_BAND = 0.03  # a candidate this close under a budget has landed on it
+LANDING_TRIES = 2
+LANDING_ID = re.compile(r"-\d+u$")
 
 
 @dataclass
@@ -96,6 +106,7 @@ class LatencySearch:
             self._add_candidate(ROOT, None, 0, None, load_model(self.base_model), self.base_model)
         if self.state.candidates[ROOT].status != "measured":
             self._measure([ROOT])
+        self._reopen()
         beam = self.state.levels[-1] if self.state.levels else [ROOT]
         bar = tqdm(
             total=self.search.max_depth, initial=len(self.state.levels), desc="search", disable=not progress
@@ -112,6 +123,7 @@ class LatencySearch:
             pending = [c for c in children if self.state.candidates[c].status != "measured"]
             if pending:
                 self._measure(pending)
+            self._land(children)
             beam = self._select(children)
             self.state.levels.append(beam)
             self.state.save(self.exp_dir)
@@ -123,6 +135,30 @@ class LatencySearch:
         bar.close()
         return self.budget_results()
 
+    def _reopen(self) -> None:
+        """Continue a finished search whose config now asks for more (a deeper ``max_depth``, a tighter
+        budget), after landing on budgets that earlier levels crossed but that were not asked for then."""
+        for level in range(1, len(self.state.levels) + 1):
+            self._land(
+                [
+                    r.id
+                    for r in self.state.candidates.values()
+                    if r.level == level
+                    and r.status == "measured"
+                    and not (is_uniform(r.id) or is_landing(r.id))
+                ]
+            )
+        tree = [r for r in self.state.candidates.values() if not is_uniform(r.id)]
+        tightest_met = any(self._meets(r, self.budgets[-1]) for r in tree)
+        if (
+            self.state.finished
+            and not self.state.stop_reason.startswith("no move left")
+            and len(self.state.levels) < self.search.max_depth
+            and not tightest_met
+        ):
+            self.state.finished = False
+            self.state.stop_reason = ""
+
     def _finish(self, reason: str) -> None:
         self.state.finished = True
         self.state.stop_reason = reason
@@ -133,12 +169,9 @@ class LatencySearch:
         """Children of every kept candidate, one per group that can still shrink; identical width
         vectors reached along different paths are evaluated once (the first one spawned)."""
         children: list[str] = []
-        seen = {
-            tuple(sorted(r.widths.items())) for r in self.state.candidates.values() if not is_uniform(r.id)
-        }
+        seen = self._seen_widths()
         for parent_id in beam:
             parent = self.state.candidates[parent_id]
-            loaded: LoadedModel | None = None
             for group in self.groups:
                 child_id = f"{parent_id}/{group}" if parent_id != ROOT else group
                 if child_id in self.state.candidates:
@@ -147,59 +180,175 @@ class LatencySearch:
                 step_units = self.original[group][1] - units_to_keep(
                     self.original[group][1], self.search.step
                 )
-                widths = {**parent.widths, group: parent.widths[group] - max(1, step_units)}
+                removed = max(1, step_units)
+                widths = {**parent.widths, group: parent.widths[group] - removed}
                 if widths[group] < self.search.min_units or tuple(sorted(widths.items())) in seen:
                     continue
-                loaded = loaded or load_model(self._path(parent))
-                encoder = loaded.recognizer.encoder
-                scores = self.criterion.scores(encoder, self._context(loaded, level))
-                plan = remove_lowest_units(
-                    encoder, scores, group, parent.widths[group] - widths[group], self.search.min_units
-                )
-                if plan is None:
-                    continue
-                child = LoadedModel(
-                    replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer, {}
-                )
-                model_path = self.exp_dir / "candidates" / f"{child_id.replace('/', '__')}.pt"
-                save_model(model_path, child.recognizer, child.tokenizer)
-                self.fine_tune(
-                    model_path,
-                    model_path,
-                    self.search.finetune_batches,
-                    candidate_seed(self.search.seed, child_id),
-                )
-                self._add_candidate(child_id, parent_id, level, group, load_model(model_path), model_path)
-                seen.add(tuple(sorted(widths.items())))
-                children.append(child_id)
+                if self._make_child(parent, group, removed, child_id, level):
+                    seen.add(tuple(sorted(widths.items())))
+                    children.append(child_id)
         return children
+
+    def _seen_widths(self, landing: bool = False) -> set[tuple[tuple[str, int], ...]]:
+        """Width vectors of the tree's candidates (and of its landing candidates, with ``landing``)."""
+        return {
+            tuple(sorted(r.widths.items()))
+            for r in self.state.candidates.values()
+            if not is_uniform(r.id) and (landing or not is_landing(r.id))
+        }
+
+    def _make_child(
+        self, parent: CandidateRecord, group: str, removed: int, child_id: str, level: int
+    ) -> bool:
+        """Prune ``removed`` units of ``group`` from ``parent`` (the criterion's lowest), fine-tune briefly
+        and record the child as ``child_id``; False when the criterion's plan cannot remove them."""
+        loaded = load_model(self._path(parent))
+        encoder = loaded.recognizer.encoder
+        scores = self.criterion.scores(encoder, self._context(loaded, level))
+        plan = remove_lowest_units(encoder, scores, group, removed, self.search.min_units)
+        if plan is None:
+            return False
+        child = LoadedModel(replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer, {})
+        model_path = self.exp_dir / "candidates" / f"{child_id.replace('/', '__')}.pt"
+        save_model(model_path, child.recognizer, child.tokenizer)
+        self.fine_tune(
+            model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, child_id)
+        )
+        self._add_candidate(child_id, parent.id, level, group, load_model(model_path), model_path)
+        return True
+
+    # ------------------------------------------------------------------ landing on a budget
+    def _land(self, children: list[str]) -> None:
+        """Land just under every budget this level crossed for the first time.
+
+        A move removes ``step`` of a group, so the first candidate under a budget may lie well below it,
+        and a model that is faster than asked for is less accurate than it needs to be. So when a move
+        crosses a budget, the same move is retried from the same parent with fewer units removed, the
+        count interpolated (secant) between the parent and the child to land ``LANDING_MARGIN`` under the
+        budget, at most ``LANDING_TRIES`` times, until a candidate fits within ``LANDING_BAND`` of it.
+        Landing candidates are recorded (and can be a budget's best) but the tree does not grow from them.
+        """
+        for budget in self.budgets:
+            if self._landed(budget, uniform=False):
+                continue
+            crossing = [
+                self.state.candidates[c]
+                for c in children
+                if self._meets(self.state.candidates[c], budget)
+                and not self._meets(self.state.candidates[self.state.candidates[c].parent], budget)
+            ]
+            if not crossing:
+                continue
+            child = min(crossing, key=self._accuracy)
+            parent = self.state.candidates[child.parent]
+            group = child.move
+            removed = parent.widths[group] - child.widths[group]
+
+            def make(
+                units: float, parent: CandidateRecord = parent, group: str = group, level: int = child.level
+            ) -> str | None:
+                count = int(round(units))
+                cid = f"{parent.id}/{group}-{count}u" if parent.id != ROOT else f"{group}-{count}u"
+                widths = tuple(sorted({**parent.widths, group: parent.widths[group] - count}.items()))
+                if cid not in self.state.candidates:
+                    if widths in self._seen_widths(landing=True):
+                        return None
+                    if not self._make_child(parent, group, count, cid, level):
+                        return None
+                if self.state.candidates[cid].status != "measured":
+                    self._measure([cid])
+                return cid
+
+            self._secant(budget, make, (0.0, parent), (float(removed), child), integral=True)
+
+    def _landed(self, budget: Budget, uniform: bool) -> bool:
+        """Some measured candidate (of the search, or of the uniform baseline) fits within the band."""
+        return any(
+            r.status == "measured"
+            and r.id != ROOT
+            and is_uniform(r.id) == uniform
+            and budget.value * (1 - LANDING_BAND) <= self._value(r, budget) <= budget.value
+            for r in self.state.candidates.values()
+        )
+
+    def _secant(
+        self,
+        budget: Budget,
+        make: Callable[[float], str | None],
+        above: tuple[float, CandidateRecord],
+        below: tuple[float, CandidateRecord],
+        integral: bool,
+    ) -> None:
+        """Interpolate a one-parameter family (units removed, or sparsity) between a candidate over the
+        budget and one under it, towards ``LANDING_MARGIN`` under it."""
+        goal = budget.value * (1 - LANDING_MARGIN)
+        for _ in range(LANDING_TRIES):
+            (x_hi, hi), (x_lo, lo) = above, below
+            v_hi, v_lo = self._value(hi, budget), self._value(lo, budget)
+            if v_hi <= v_lo:
+                return  # measured noise inverted the pair: nothing to interpolate
+            x = x_hi + (x_lo - x_hi) * (v_hi - goal) / (v_hi - v_lo)
+            if integral:
+                x = float(min(max(round(x), x_hi + 1), x_lo - 1))
+                if not x_hi < x < x_lo:
+                    return
+            cid = make(x)
+            if cid is None:
+                return
+            record = self.state.candidates[cid]
+            if not self._meets(record, budget):
+                above = (x, record)
+            elif self._value(record, budget) >= budget.value * (1 - LANDING_BAND):
+                return
+            else:
+                below = (x, record)
 
     def add_uniform_baseline(self) -> list[str]:
         """Uniformly pruned models at ``search.uniform_sparsities`` (LSTM units, the same fraction of every
         layer, ranked by the criterion on the unpruned model), fine-tuned as briefly as the search's
-        candidates and measured the same way: what the search is compared with at each budget."""
-        root = self.state.candidates[ROOT]
-        lstm_groups = [g for g in self.original if g.startswith("lstm.")]
-        ids = []
-        for sparsity in self.search.uniform_sparsities:
-            cid = f"{UNIFORM_PREFIX}{round(sparsity * 100):02d}"
-            ids.append(cid)
-            if cid in self.state.candidates:
-                continue
-            loaded = load_model(self._path(root))
-            encoder = loaded.recognizer.encoder
-            scores = self.criterion.scores(encoder, self._context(loaded, 0))
-            plan = keep_top_units(encoder, scores, self.original, sparsity, lstm_groups)
-            model_path = self.exp_dir / "candidates" / f"{cid}.pt"
-            save_model(model_path, replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer)
-            self.fine_tune(
-                model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, cid)
-            )
-            self._add_candidate(cid, ROOT, 0, f"uniform {sparsity:g}", load_model(model_path), model_path)
+        candidates and measured the same way: what the search is compared with at each budget. Between
+        the two sparsities around a budget, the sparsity is interpolated to land under it as the search
+        does (:meth:`_land`), so that both are compared at about the same latency."""
+        ids = [self._uniform(sparsity) for sparsity in self.search.uniform_sparsities]
         pending = [c for c in ids if self.state.candidates[c].status != "measured"]
         if pending:
             self._measure(pending)
+        for budget in self.budgets:
+            if self._landed(budget, uniform=True):
+                continue
+            ordered = sorted(zip(self.search.uniform_sparsities, ids, strict=True))
+            records = [(s, self.state.candidates[c]) for s, c in ordered]
+            above = [(s, r) for s, r in records if not self._meets(r, budget)]
+            below = [(s, r) for s, r in records if self._meets(r, budget)]
+            if above and below and above[0][0] < below[0][0]:
+                lower = max((p for p in above if p[0] < below[0][0]), key=lambda p: p[0])
+                self._secant(budget, self._uniform_measured, lower, below[0], integral=False)
         return ids
+
+    def _uniform(self, sparsity: float) -> str:
+        """The uniformly pruned, briefly fine-tuned candidate at ``sparsity`` (made once)."""
+        cid = f"{UNIFORM_PREFIX}{sparsity * 100:.3g}"
+        if cid in self.state.candidates:
+            return cid
+        root = self.state.candidates[ROOT]
+        lstm_groups = [g for g in self.original if g.startswith("lstm.")]
+        loaded = load_model(self._path(root))
+        encoder = loaded.recognizer.encoder
+        scores = self.criterion.scores(encoder, self._context(loaded, 0))
+        plan = keep_top_units(encoder, scores, self.original, sparsity, lstm_groups)
+        model_path = self.exp_dir / "candidates" / f"{cid}.pt"
+        save_model(model_path, replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer)
+        self.fine_tune(
+            model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, cid)
+        )
+        self._add_candidate(cid, ROOT, 0, f"uniform {sparsity:g}", load_model(model_path), model_path)
+        return cid
+
+    def _uniform_measured(self, sparsity: float) -> str:
+        cid = self._uniform(round(sparsity, 3))
+        if self.state.candidates[cid].status != "measured":
+            self._measure([cid])
+        return cid
 
     def _context(self, loaded: LoadedModel, level: int) -> PruningContext:
         context = PruningContext(event=level)
@@ -252,12 +401,12 @@ class LatencySearch:
                 replace(s, cutoff_prob=c) for s in list(grid) for c in CO_TUNE_CUTOFFS if c < s.cutoff_prob
             ]
         rounds = {
-            i: DecoderRound(make_decoder(self.decoder.backend, model.tokenizer, s), emissions)
+            i: DecoderSteps(make_decoder(self.decoder.backend, model.tokenizer, s), emissions)
             for i, s in enumerate(grid)
         }
         timings = interleaved(rounds, repeats=1, warmup=1)  # the warm-up pass gives every grid point's texts
         references = self.calibration.references
-        wers = {i: error_counts(references, [r.text for r in run.results]).wer for i, run in rounds.items()}
+        wers = {i: error_counts(references, [r.text for r in run.decoded]).wer for i, run in rounds.items()}
         allowed = [i for i in range(len(grid)) if wers[i] <= wers[0] + self.search.wer_tolerance + 1e-12]
         return grid[min(allowed, key=lambda i: timings[i].mean_ms)]
 
@@ -281,7 +430,7 @@ class LatencySearch:
         latency, base = result.latency, reference.latency
         record.latency = latency.to_dict() | {"ms_per_second": round(latency.ms_per_second, 5)}
         record.reference_latency = base.to_dict() | {"ms_per_second": round(base.ms_per_second, 5)}
-        record.wer = round(error_counts(self.calibration.references, [r.text for r in result.results]).wer, 5)
+        record.wer = round(error_counts(self.calibration.references, result.texts).wer, 5)
         record.ratios = {
             "end_to_end": round(latency.end_to_end_ms / base.end_to_end_ms, 5),
             "encoder": round(latency.encoder_ms / base.encoder_ms, 5),
@@ -362,16 +511,13 @@ def is_uniform(candidate_id: str) -> bool:
     return candidate_id.startswith(UNIFORM_PREFIX)
 
 
+def is_landing(candidate_id: str) -> bool:
+    """A candidate :meth:`LatencySearch._land` made (its last move removed a custom unit count)."""
+    return LANDING_ID.search(candidate_id) is not None
+
+
 def replace_encoder(loaded: LoadedModel, encoder: LSTMCTCEncoder) -> SpeechRecognizer:
     """A copy of ``loaded``'s recognizer (its front end) with ``encoder`` in place of its own."""
     recognizer = copy.deepcopy(loaded.recognizer)
     recognizer.encoder = encoder
     return recognizer.eval()
-
-
-def settings_to_dict(settings: DecoderSettings) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()}
-
-
-def settings_from_dict(values: dict[str, Any]) -> DecoderSettings:
-    return DecoderSettings(**{k: v for k, v in values.items() if k != "backend"})

@@ -19,17 +19,17 @@ from tqdm import tqdm
 
 from asr.checkpoint import LoadedModel, load_model
 from asr.inference import (
-    DecoderRound,
+    DecoderSteps,
     encode_batched,
     encode_each,
-    encoder_round,
+    encoder_steps,
     load_evaluation_audio,
     stack_emissions,
 )
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import count_parameters
 from common.measure import device_tags, interleaved, percentile
-from decoding.backends import DecoderSettings, make_decoder
+from decoding.backends import BackendResult, DecoderSettings, make_decoder
 from decoding.entropy import entropy_report
 from decoding.search_stats import aggregate_stats
 from pruning.cost import encoder_macs_per_second
@@ -71,7 +71,7 @@ def run_study(
     }
     encoder_times = {
         t: interleaved(
-            {name: encoder_round(m.recognizer, audio.waveforms) for name, m in loaded.items()},
+            {name: encoder_steps(m.recognizer, audio.waveforms) for name, m in loaded.items()},
             repeats=repeats,
             threads=t,
         )
@@ -83,7 +83,7 @@ def run_study(
     rows = []
     for spec_name, (backend, settings) in specs.items():
         rounds = {
-            name: DecoderRound(make_decoder(backend, model.tokenizer, settings), emissions[name])
+            name: DecoderSteps(make_decoder(backend, model.tokenizer, settings), emissions[name])
             for name, model in loaded.items()
         }
         decoder_times = interleaved(rounds, repeats=repeats)
@@ -93,7 +93,8 @@ def run_study(
                     study_model,
                     loaded[study_model.label],
                     spec_name,
-                    rounds[study_model.label],
+                    rounds[study_model.label].decoded,
+                    emissions[study_model.label],
                     decoder_times[study_model.label].median_ms,
                     {t: encoder_times[t][study_model.label].mean_ms for t in threads},
                     {stem: wers[study_model.label] for stem, wers in greedy.items()},
@@ -110,7 +111,8 @@ def _row(
     study_model: StudyModel,
     model: LoadedModel,
     decoder: str,
-    decoded: DecoderRound,
+    decoded: list[BackendResult],
+    emissions: list[torch.Tensor],
     decoder_ms: list[float],
     encoder_ms: dict[int, float],
     greedy_wer: dict[str, float],
@@ -120,11 +122,12 @@ def _row(
     threads: int,
 ) -> StudyRow:
     encoder = model.recognizer.encoder
-    entropy = entropy_report(decoded.log_probs, decoded.lengths, blank_id=model.tokenizer.blank_id)
-    greedy = make_decoder("greedy", model.tokenizer)(decoded.log_probs, decoded.lengths)
+    log_probs, lengths = stack_emissions(emissions)
+    entropy = entropy_report(log_probs, lengths, blank_id=model.tokenizer.blank_id)
+    greedy = make_decoder("greedy", model.tokenizer)(log_probs, lengths)
     search = {}
-    if decoded.results[0].stats is not None:
-        stats = aggregate_stats([r.stats for r in decoded.results])
+    if decoded[0].stats is not None:
+        stats = aggregate_stats([r.stats for r in decoded])
         search = {
             "extensions_per_frame": round(stats["extensions_per_frame"], 4),
             "active_mean": round(stats["active_mean"], 4),
@@ -143,7 +146,7 @@ def _row(
         macs_per_second=round(encoder_macs_per_second(encoder, model.recognizer.features.config)),
         decoder=decoder,
         utterances=len(references),
-        wer=round(error_counts(references, [r.text for r in decoded.results]).wer, 5),
+        wer=round(error_counts(references, [r.text for r in decoded]).wer, 5),
         wer_greedy=round(error_counts(references, [r.text for r in greedy]).wer, 5),
         entropy_mean=round(entropy["entropy_mean"], 5),
         entropy_nonblank_mean=round(entropy["entropy_nonblank_mean"], 5),

@@ -1,0 +1,83 @@
+"""The search study's two figures: WER against measured end-to-end latency per method with the budgets
+drawn, and where each final model's time goes (encoder vs decoder) per method and budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+
+from speechprune.figures import save_png
+
+MARKERS = {"uniform": "^", "macs": "s", "encoder": "D", "end_to_end": "o", "co_tuned": "*", "entropy": "P"}
+
+
+def _decoders(rows: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["decoder"] for r in rows})
+
+
+def plot_wer_vs_latency(rows: list[dict[str, Any]], budgets: list[float], test: str, out: Path) -> Path:
+    """Test WER against the final models' measured end-to-end latency (fraction of the unpruned model,
+    each run's own check), one panel per decoder setting, the fractional budgets as dotted lines."""
+    decoders = _decoders(rows)
+    figure, axes = plt.subplots(
+        1, max(1, len(decoders)), figsize=(6.2 * max(1, len(decoders)), 4.6), squeeze=False
+    )
+    for axis, decoder in zip(axes[0], decoders, strict=False):
+        met = [r for r in rows if r["decoder"] == decoder and r["met"] and f"wer_{test}" in r]
+        for method in sorted({r["method"] for r in met}):
+            points = sorted(
+                (r["end_to_end_ratio"], 100 * r[f"wer_{test}"]) for r in met if r["method"] == method
+            )
+            axis.plot(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                marker=MARKERS.get(method, "x"),
+                markersize=9,
+                linestyle="-",
+                linewidth=0.8,
+                label=method,
+            )
+        for budget in budgets:
+            axis.axvline(budget, color="red", linestyle=":", linewidth=1)
+        settings = next((r["decoder_settings"] for r in met), "")
+        axis.set_title(f"decoder '{decoder}' ({settings})", fontsize=9)
+        axis.set_xlabel("measured end-to-end latency / unpruned (encoder + decoder)")
+        axis.set_ylabel(f"WER on {test} (%)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=8)
+    figure.suptitle("Search study: accuracy at each budget (dotted), measured after the final fine-tune")
+    return save_png(figure, out / "study_wer_vs_latency.png")
+
+
+def plot_time_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
+    """Encoder and decoder ms per utterance of every final model, grouped by budget, one panel per
+    decoder setting: a method whose decoder bar grew has spent its encoder savings in the search."""
+    decoders = _decoders(rows)
+    figure, axes = plt.subplots(
+        len(decoders) or 1, 1, figsize=(11.0, 3.6 * max(1, len(decoders))), squeeze=False
+    )
+    for axis, decoder in zip(axes[:, 0], decoders, strict=False):
+        met = sorted(
+            (r for r in rows if r["decoder"] == decoder and r["met"]),
+            key=lambda r: (-r["budget_value"], r["method"]),
+        )
+        labels = [f"{r['budget']}\n{r['method']}" for r in met]
+        encoder = [r["encoder_ms"] for r in met]
+        decoder_ms = [r["decoder_ms"] for r in met]
+        axis.bar(labels, encoder, label="encoder")
+        axis.bar(labels, decoder_ms, bottom=encoder, label="decoder")
+        axis.set_ylabel("ms per utterance")
+        axis.set_title(f"decoder '{decoder}': where the time goes", fontsize=9)
+        axis.tick_params(axis="x", labelsize=7)
+        axis.grid(axis="y", alpha=0.3)
+        axis.legend(fontsize=8)
+    return save_png(figure, out / "study_breakdown.png")
+
+
+def write_study_plots(rows: list[dict[str, Any]], study: Any, out: Path) -> list[Path]:
+    budgets = [float(b) for b in study.budgets if isinstance(b, int | float)]
+    tests = sorted({k[4:] for r in rows for k in r if k.startswith("wer_") and k != "wer_calibration"})
+    test = "test" if "test" in tests else (tests[0] if tests else "calibration")
+    return [plot_wer_vs_latency(rows, budgets, test, out), plot_time_breakdown(rows, out)]
