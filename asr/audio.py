@@ -51,8 +51,17 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
     return _to_model_rate(path, samples, int(file_rate), sample_rate)
 
 
+RATE_RANGE = (1000, 384000)  # Hz; a header outside it is damage, and resampling from it could exhaust memory
+
+
+def _check_rate(path: Path, file_rate: int) -> None:
+    if not RATE_RANGE[0] <= file_rate <= RATE_RANGE[1]:
+        raise AudioError(f"{path}: sample rate {file_rate} Hz is outside {RATE_RANGE[0]}-{RATE_RANGE[1]} Hz")
+
+
 def _to_model_rate(path: Path, samples: np.ndarray, file_rate: int, sample_rate: int) -> torch.Tensor:
     """(frames, channels) float32 samples -> mono waveform at ``sample_rate``; non-finite audio refused."""
+    _check_rate(path, file_rate)
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
     waveform = torch.from_numpy(samples.mean(axis=1))
@@ -80,6 +89,7 @@ class AudioSpans:
         if info.frames <= 0:
             raise AudioError(f"{self.path}: audio file holds no samples")
         _warn_if_truncated(self.path, info)
+        _check_rate(self.path, int(info.samplerate))
         self.file_rate = int(info.samplerate)
         self.file_frames = int(info.frames)
         self.sample_rate = sample_rate

@@ -42,10 +42,10 @@ def evaluate_manifest(
     With ``batch_size=1`` (the default) timings are per-utterance latencies as on a device.
     """
     transcriber = Transcriber(model_path, threads=threads)
-    utterances = read_manifest(manifest_path)
+    bad_files: list[str] = []  # unreadable audio and malformed manifest lines: reported, not fatal
+    utterances = read_manifest(manifest_path, on_bad_line=bad_files.append)
     name = Path(manifest_path).name.removesuffix(".jsonl").removesuffix(".json")
     rows: list[dict[str, Any]] = []
-    bad_files: list[str] = []
     totals = ErrorCounts()
     _warm_up(transcriber)
     for start in tqdm(

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from asr.audio import load_audio
+from asr.audio import AudioSpans, load_audio
 from asr.checkpoint import LoadedModel, load_model
 from asr.data.manifest import Utterance, read_manifest
 from asr.recognizer import SpeechRecognizer
@@ -198,6 +198,42 @@ class Transcriber:
         return features.hop_ms / 1000 * self.recognizer.encoder.config.subsampling
 
     @torch.inference_mode()
+    def transcribe_long(self, spans: AudioSpans, chunk_seconds: float, context_seconds: float) -> Transcript:
+        """A file of any length in bounded memory: encoded ``chunk_seconds`` at a time, each chunk with
+        ``context_seconds`` of audio either side that is encoded and then dropped, so that no output frame
+        is near a chunk edge (the encoder is bidirectional: frames near an edge miss their context). The
+        emissions (about 10 MB per hour) are decoded at once, so the transcript has no seams. Features
+        are normalized per chunk instead of per file, the one difference from whole-file encoding."""
+        stride = self.recognizer.features.config.hop_length * self.recognizer.encoder.config.subsampling
+        core = max(1, round(chunk_seconds * self.sample_rate / stride)) * stride
+        context = round(context_seconds * self.sample_rate / stride) * stride
+        pieces, encoder_s = [], 0.0
+        for start in range(0, spans.samples, core):
+            end = min(start + core, spans.samples)
+            left, right = max(0, start - context), min(spans.samples, end + context)
+            waveform = spans.read(left, right)
+            started = time.perf_counter()
+            log_probs, frames = self.recognizer(waveform[None], torch.tensor([waveform.shape[0]]))
+            encoder_s += time.perf_counter() - started
+            first = (start - left) // stride
+            last = int(frames[0]) if end == spans.samples else first + (end - start) // stride
+            pieces.append(log_probs[0, first:last])
+        emissions = torch.cat(pieces)[None]
+        (result,) = self.decoder(emissions, torch.tensor([emissions.shape[1]]))
+        return self._transcript(result, encoder_s * 1000)
+
+    def _transcript(self, result: BackendResult, encoder_ms: float) -> Transcript:
+        return Transcript(
+            result.text,
+            result.token_ids or [],
+            result.token_frames or [],
+            encoder_ms,
+            result.wall_time_s * 1000,
+            None if self.decoder.name == GREEDY else result.score,
+            result.stats,
+        )
+
+    @torch.inference_mode()
     def transcribe(self, waveforms: list[torch.Tensor]) -> list[Transcript]:
         lengths = torch.tensor([w.shape[0] for w in waveforms])
         batch = torch.nn.utils.rnn.pad_sequence(waveforms, batch_first=True)
@@ -205,17 +241,8 @@ class Transcriber:
         log_probs, frame_lengths = self.recognizer(batch, lengths)
         encoder_ms = (time.perf_counter() - started) * 1000
         shares = (lengths / lengths.sum()).tolist()
-        greedy = self.decoder.name == GREEDY
         return [
-            Transcript(
-                r.text,
-                r.token_ids or [],
-                r.token_frames or [],
-                encoder_ms * share,
-                r.wall_time_s * 1000,
-                None if greedy else r.score,
-                r.stats,
-            )
+            self._transcript(r, encoder_ms * share)
             for r, share in zip(self.decoder(log_probs, frame_lengths), shares, strict=True)
         ]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from asr.audio import load_audio
+from asr.audio import AudioSpans
 from asr.inference import GREEDY, Transcriber, Transcript
 from common.errors import AudioError, SpeechpruneError
 from common.units import WORD_BOUNDARY
@@ -25,6 +25,8 @@ from decoding.backends import DecoderSettings
 from decoding.search_stats import aggregate_stats
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3")
+CHUNK_SECONDS = 30.0  # files longer than twice this are encoded chunk by chunk, in bounded memory
+CONTEXT_SECONDS = 2.0  # audio encoded either side of a chunk and dropped (bidirectional context)
 SEARCH_SUMMARY_KEYS = ("tokens_kept_mean", "extensions_per_frame", "active_mean", "lm_queries_total")
 
 
@@ -120,9 +122,14 @@ class FileTranscriber:
         decoder: str = GREEDY,
         settings: DecoderSettings | None = None,
         threads: int = 1,
+        chunk_seconds: float = CHUNK_SECONDS,
+        context_seconds: float = CONTEXT_SECONDS,
     ) -> None:
+        if chunk_seconds <= 0 or context_seconds < 0:
+            raise SpeechpruneError(f"chunk_seconds {chunk_seconds} must be > 0, context_seconds >= 0")
         self.transcriber = Transcriber(model_path, threads=threads, decoder=decoder, settings=settings)
         self.pieces = self.transcriber.tokenizer.pieces
+        self.chunk_seconds, self.context_seconds = chunk_seconds, context_seconds
 
     def transcribe(self, paths: Sequence[Path], batch_size: int = 8) -> Iterator[FileTranscript | BadFile]:
         """Results in input order, one per path, batch by batch (so a caller can show progress)."""
@@ -133,7 +140,14 @@ class FileTranscriber:
             results: list[FileTranscript | BadFile | None] = [None] * len(chunk)
             for index, path in enumerate(chunk):
                 try:
-                    waveforms[index] = load_audio(path, sample_rate)
+                    spans = AudioSpans(path, sample_rate)
+                    if spans.seconds > 2 * self.chunk_seconds:
+                        transcript = self.transcriber.transcribe_long(
+                            spans, self.chunk_seconds, self.context_seconds
+                        )
+                        results[index] = self._file_transcript(path, spans.seconds, transcript)
+                    else:
+                        waveforms[index] = spans.read(0, spans.samples)
                 except AudioError as error:
                     results[index] = BadFile(str(path), str(error))
             if waveforms:

@@ -540,4 +540,22 @@ def make_decoder(
     for label, path in (("language model", settings.lm_path), ("lexicon", settings.lexicon_path)):
         if path is not None and not path.is_file():
             raise SpeechpruneError(f"{path}: no such {label} file")
+    if settings.lm_path is not None:
+        _check_lm_file(settings.lm_path)
     return backend(pieces_of(vocabulary), settings)
+
+
+KENLM_BINARY_MAGIC = b"mmap lm http://kheafield.com/code"
+
+
+def _check_lm_file(path: Path) -> None:
+    """An LM must be ARPA text (first non-empty line ``\\data\\``) or a KenLM binary: every backend's
+    loader (KenLM in Python or in C++) would otherwise fail with its own traceback, or worse, crash."""
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+    if head.startswith(KENLM_BINARY_MAGIC):
+        return
+    first = next((line.strip() for line in head.splitlines() if line.strip()), b"")
+    if first != b"\\data\\":
+        shown = first[:40].decode("utf-8", "replace")
+        raise SpeechpruneError(f"{path}: not an ARPA or KenLM binary language model (starts with {shown!r})")

@@ -17,7 +17,9 @@ import soundfile as sf
 import torch
 import yaml
 
+from asr.audio import load_audio
 from asr.checkpoint import load_model, save_model
+from asr.data.manifest import read_manifest
 from common.errors import SpeechpruneError
 from common.fileio import write_json
 from speechprune.cli import main
@@ -217,3 +219,30 @@ def test_sigterm_during_transcribe_leaves_no_partial_output(base_model, tmp_path
     assert "stopped by SIGTERM" in err and "resume" not in err  # transcribe does not resume
     assert out.read_text() == "the previous run's transcripts\n"  # untouched, not half-replaced
     assert not list(tmp_path.glob(".out.jsonl.*.tmp"))
+
+
+def test_a_corrupt_language_model_is_named_before_decoding(base_model, tiny_corpus, tmp_path, capsys):
+    bad = tmp_path / "bad.arpa"
+    bad.write_text("garbage\n")
+    wav = read_manifest(tiny_corpus["test"])[0].audio_filepath
+    status = main(
+        ["transcribe", str(base_model), wav, "--decoder", "own", "--lm", str(bad), "--lm-unit", "piece"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and len(err) == 1 and "bad.arpa: not an ARPA or KenLM binary" in err[0]
+
+
+def test_a_truncated_wav_is_decoded_with_a_warning(tmp_path, caplog):
+    path = tmp_path / "cut.wav"
+    sf.write(path, np.zeros(16000, np.float32), 8000, subtype="PCM_16")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with caplog.at_level("WARNING", logger="speechprune"):
+        waveform = load_audio(path, 8000)
+    assert 7000 < waveform.shape[0] < 8100
+    assert any("cut.wav: truncated" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    sf.write(tmp_path / "whole.wav", np.zeros(16000, np.float32), 8000, subtype="PCM_16")
+    with caplog.at_level("WARNING", logger="speechprune"):
+        load_audio(tmp_path / "whole.wav", 8000)
+    assert not caplog.records

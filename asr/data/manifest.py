@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -25,21 +26,38 @@ class Utterance:
     speaker: str | None = None
 
 
-def read_manifest(path: str | os.PathLike) -> list[Utterance]:
-    """Parse a manifest; errors name the file and line so that a user can fix the entry."""
+def read_manifest(
+    path: str | os.PathLike, on_bad_line: Callable[[str], None] | None = None
+) -> list[Utterance]:
+    """Parse a manifest; errors name the file and line so that a user can fix the entry.
+
+    With ``on_bad_line`` (a batch job that keeps going, as evaluation does), a malformed line is reported
+    through it and skipped instead of stopping the job; a manifest with no usable line is still an error.
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest")
     utterances: list[Utterance] = []
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
+    with open(path, "rb") as handle:
+        for line_number, raw in enumerate(handle, start=1):
             try:
-                entry = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
-            utterances.append(_utterance_from_entry(entry, path, line_number))
+                line = raw.decode("utf-8")
+                if not line.strip():
+                    continue
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ManifestError(f"{path}:{line_number}: not valid JSON ({error.msg})") from None
+                utterances.append(_utterance_from_entry(entry, path, line_number))
+            except UnicodeDecodeError:
+                problem = ManifestError(f"{path}:{line_number}: not UTF-8 text")
+                if on_bad_line is None:
+                    raise problem from None
+                on_bad_line(str(problem))
+            except ManifestError as problem:
+                if on_bad_line is None:
+                    raise
+                on_bad_line(str(problem))
     if not utterances:
         raise ManifestError(f"{path}: manifest holds no utterances")
     return utterances

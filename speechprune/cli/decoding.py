@@ -5,8 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from asr.transcribe import CHUNK_SECONDS
 from decoding.backends import DecoderSettings
-from speechprune.cli.options import add_decoder_options, decoder_settings, output_file, positive_int
+from speechprune.cli.options import (
+    add_decoder_options,
+    decoder_settings,
+    output_file,
+    positive_float,
+    positive_int,
+)
 
 
 def _transcribe(args: argparse.Namespace) -> int:
@@ -21,7 +28,9 @@ def _transcribe(args: argparse.Namespace) -> int:
 
     settings = decoder_settings(args)
     paths = expand_inputs(args.inputs)
-    transcriber = FileTranscriber(args.model, args.decoder, settings, threads=args.threads)
+    transcriber = FileTranscriber(
+        args.model, args.decoder, settings, threads=args.threads, chunk_seconds=args.chunk_seconds
+    )
     bad: list[BadFile] = []
     opener = atomic_open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout)
     with opener as handle:
@@ -105,6 +114,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=8, help="files per forward pass (default: 8)"
     )
     transcribe.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
+    transcribe.add_argument(
+        "--chunk-seconds",
+        type=positive_float,
+        default=CHUNK_SECONDS,
+        help=f"files longer than twice this are encoded this many seconds at a time, in bounded memory "
+        f"(default: {CHUNK_SECONDS:g})",
+    )
     transcribe.set_defaults(handler=_transcribe)
 
     lm = commands.add_parser(
