@@ -246,3 +246,39 @@ def test_a_truncated_wav_is_decoded_with_a_warning(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="speechprune"):
         load_audio(tmp_path / "whole.wav", 8000)
     assert not caplog.records
+
+
+@pytest.mark.parametrize(
+    ("options", "named"),
+    [
+        (["--batch-size", "-3"], "--batch-size"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--threads", "0"], "--threads"),
+        (["--decoder", "own", "--beam-width", "0"], "--beam-width"),
+        (["--decoder", "own", "--cutoff-prob", "2"], "--cutoff-prob"),
+        (["--decoder", "own", "--alpha", "nan"], "--alpha"),
+        (["--chunk-seconds", "0"], "--chunk-seconds"),
+    ],
+)
+def test_bad_option_values_stop_before_any_work(base_model, tiny_corpus, tmp_path, capsys, options, named):
+    out = tmp_path / "out.jsonl"
+    out.write_text("earlier results\n")
+    wav = read_manifest(tiny_corpus["test"])[0].audio_filepath
+    with pytest.raises(SystemExit) as exit_info:
+        main(["transcribe", str(base_model), wav, "--format", "jsonl", "--out", str(out), *options])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and named in err[-1] and "Traceback" not in "".join(err)
+    assert out.read_text() == "earlier results\n"  # the output file was not replaced by nothing
+
+
+def test_interrupting_a_command_that_does_not_resume_does_not_promise_it(
+    base_model, tiny_corpus, capsys, monkeypatch
+):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("asr.transcribe.FileTranscriber.transcribe", interrupted)
+    wav = read_manifest(tiny_corpus["test"])[0].audio_filepath
+    assert main(["transcribe", str(base_model), wav]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "resume" not in err

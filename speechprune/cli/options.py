@@ -16,15 +16,19 @@ from decoding.backends import BACKEND_NAMES, DecoderSettings
 DEFAULTS = DecoderSettings()
 
 
+def _check_parent(text: str, path: Path) -> None:
+    parent = next((p for p in path.absolute().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+
+
 def output_file(text: str) -> Path:
     """A file to write: not an existing folder, in a folder that exists or can be made (checked before any
     work, so that a long run's output is never lost at the end)."""
     path = Path(text)
     if path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} is a folder; give a file name to write")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+    _check_parent(text, path)
     return path
 
 
@@ -33,9 +37,7 @@ def output_dir(text: str) -> Path:
     path = Path(text)
     if path.exists() and not path.is_dir():
         raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
-    parent = next((p for p in path.absolute().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: {parent} is a file, not a folder")
+    _check_parent(text, path)
     return path
 
 
