@@ -21,7 +21,9 @@ import torch
 from asr.audio import AudioSpans, load_audio
 from asr.checkpoint import LoadedModel, load_model
 from asr.data.manifest import Utterance, read_manifest
+from asr.onnx_model import ExportedModel
 from asr.recognizer import SpeechRecognizer
+from common.errors import SpeechpruneError
 from common.measure import Round
 from common.units import normalize_text
 from decoding.backends import BackendResult, DecoderBackend, DecoderSettings, make_decoder
@@ -165,11 +167,31 @@ class DecoderSteps(SequenceABC):
         return list(self.results)  # type: ignore[arg-type]
 
 
+class ExportedRecognizer:
+    """An export folder (:mod:`asr.export`) behind the recognizer's call, so that transcription runs the
+    exported (optionally int8) ONNX encoder exactly as it runs the torch model: utterance by utterance
+    through onnxruntime, emissions padded back into a batch."""
+
+    def __init__(self, model: ExportedModel) -> None:
+        self.model = model
+        self.sample_rate = model.sample_rate
+        self.frame_stride = int(round(model.frame_seconds * model.sample_rate))
+
+    def __call__(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emissions = [
+            torch.from_numpy(self.model.log_probs(w[: int(n)].numpy()))
+            for w, n in zip(waveforms, lengths, strict=True)
+        ]
+        return stack_emissions(emissions)
+
+
 class Transcriber:
     """A loaded model and a decoder: transcribes batches of waveforms at the model's sample rate.
 
-    ``decoder`` is a backend name of :func:`decoding.backends.make_decoder` ("greedy" by default) built
-    with ``settings``; the decoder runs utterance by utterance so that each one's decoder time is its own.
+    ``model`` is a model file or an export folder (:mod:`asr.export`; ``precision`` "int8" picks its int8
+    encoder). ``decoder`` is a backend name of :func:`decoding.backends.make_decoder` ("greedy" by
+    default) built with ``settings``; the decoder runs utterance by utterance so that each one's decoder
+    time is its own.
     """
 
     def __init__(
@@ -178,14 +200,30 @@ class Transcriber:
         threads: int | None = None,
         decoder: str = GREEDY,
         settings: DecoderSettings | None = None,
+        precision: str = "float32",
     ) -> None:
         if threads is not None:
             torch.set_num_threads(threads)
-        loaded = model if isinstance(model, LoadedModel) else load_model(Path(model))
-        self.recognizer = loaded.recognizer
-        self.tokenizer = loaded.tokenizer
-        self.metadata = loaded.metadata
-        self.decoder = make_decoder(decoder, self.tokenizer, settings)
+        self.recognizer: SpeechRecognizer | ExportedRecognizer
+        if not isinstance(model, LoadedModel) and Path(model).is_dir():  # an export folder
+            exported = ExportedModel(model, threads=threads or 1, precision=precision)
+            self.recognizer, self.tokenizer, self.metadata = (
+                ExportedRecognizer(exported),
+                exported,
+                exported.manifest,
+            )
+        else:
+            if precision != "float32":
+                raise SpeechpruneError(
+                    f"precision {precision}: export the model first (speechprune export --int8)"
+                )
+            loaded = model if isinstance(model, LoadedModel) else load_model(Path(model))
+            self.recognizer, self.tokenizer, self.metadata = (
+                loaded.recognizer,
+                loaded.tokenizer,
+                loaded.metadata,
+            )
+        self.decoder = make_decoder(decoder, self.tokenizer.pieces, settings)
 
     @property
     def sample_rate(self) -> int:
@@ -194,8 +232,7 @@ class Transcriber:
     @property
     def frame_seconds(self) -> float:
         """Duration of one encoder output frame (hop x time subsampling), for token timestamps."""
-        features = self.recognizer.features.config
-        return features.hop_ms / 1000 * self.recognizer.encoder.config.subsampling
+        return self.recognizer.frame_stride / self.sample_rate
 
     @torch.inference_mode()
     def transcribe_long(self, spans: AudioSpans, chunk_seconds: float, context_seconds: float) -> Transcript:
@@ -204,7 +241,7 @@ class Transcriber:
         is near a chunk edge (the encoder is bidirectional: frames near an edge miss their context). The
         emissions (about 10 MB per hour) are decoded at once, so the transcript has no seams. Features
         are normalized per chunk instead of per file, the one difference from whole-file encoding."""
-        stride = self.recognizer.features.config.hop_length * self.recognizer.encoder.config.subsampling
+        stride = self.recognizer.frame_stride
         core = max(1, round(chunk_seconds * self.sample_rate / stride)) * stride
         context = round(context_seconds * self.sample_rate / stride) * stride
         pieces, encoder_s = [], 0.0

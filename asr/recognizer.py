@@ -26,6 +26,11 @@ class SpeechRecognizer(nn.Module):
     def sample_rate(self) -> int:
         return self.features.config.sample_rate
 
+    @property
+    def frame_stride(self) -> int:
+        """Input samples per output frame (hop x time subsampling)."""
+        return self.features.config.hop_length * self.encoder.config.subsampling
+
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features, feature_lengths = self.features(waveforms, lengths)
         return self.encoder(features, feature_lengths)

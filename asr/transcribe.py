@@ -124,10 +124,13 @@ class FileTranscriber:
         threads: int = 1,
         chunk_seconds: float = CHUNK_SECONDS,
         context_seconds: float = CONTEXT_SECONDS,
+        precision: str = "float32",
     ) -> None:
         if chunk_seconds <= 0 or context_seconds < 0:
             raise SpeechpruneError(f"chunk_seconds {chunk_seconds} must be > 0, context_seconds >= 0")
-        self.transcriber = Transcriber(model_path, threads=threads, decoder=decoder, settings=settings)
+        self.transcriber = Transcriber(
+            model_path, threads=threads, decoder=decoder, settings=settings, precision=precision
+        )
         self.pieces = self.transcriber.tokenizer.pieces
         self.chunk_seconds, self.context_seconds = chunk_seconds, context_seconds
 

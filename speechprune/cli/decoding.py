@@ -10,6 +10,7 @@ from decoding.backends import DecoderSettings
 from speechprune.cli.options import (
     add_decoder_options,
     decoder_settings,
+    output_dir,
     output_file,
     positive_float,
     positive_int,
@@ -29,7 +30,12 @@ def _transcribe(args: argparse.Namespace) -> int:
     settings = decoder_settings(args)
     paths = expand_inputs(args.inputs)
     transcriber = FileTranscriber(
-        args.model, args.decoder, settings, threads=args.threads, chunk_seconds=args.chunk_seconds
+        args.model,
+        args.decoder,
+        settings,
+        threads=args.threads,
+        chunk_seconds=args.chunk_seconds,
+        precision=args.precision,
     )
     bad: list[BadFile] = []
     opener = atomic_open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout)
@@ -68,6 +74,14 @@ def _transcribe(args: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from asr.export import export_model
+
+    manifest = export_model(args.model, args.out, int8=args.int8)
+    print(f"{args.model} -> {manifest.parent} (encoder.onnx{', encoder.int8.onnx' if args.int8 else ''})")
+    return 0
+
+
 def _build_lm(args: argparse.Namespace) -> int:
     from asr.checkpoint import load_model
     from asr.data.manifest import read_manifest
@@ -103,7 +117,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         description="Reads WAV/FLAC/OGG (any sample rate, stereo mixed down), encodes in batches and "
         "decodes each file; unreadable files are reported and skipped (exit status 1).",
     )
-    transcribe.add_argument("model", help="model.pt or speechprune .ckpt (pruned or not)")
+    transcribe.add_argument(
+        "model", help="model.pt, a speechprune .ckpt (pruned or not) or an export folder (speechprune export)"
+    )
     transcribe.add_argument("inputs", nargs="+", help="audio files, folders (searched recursively) or globs")
     transcribe.add_argument(
         "--format", choices=("text", "jsonl", "csv"), default="text", help="output format (default: text)"
@@ -114,6 +130,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--batch-size", type=positive_int, default=8, help="files per forward pass (default: 8)"
     )
     transcribe.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
+    transcribe.add_argument(
+        "--precision",
+        choices=("float32", "int8"),
+        default="float32",
+        help="with an export folder: its float32 or int8 ONNX encoder (default: float32)",
+    )
     transcribe.add_argument(
         "--chunk-seconds",
         type=positive_float,
@@ -156,3 +178,17 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     tune.add_argument("--limit", type=positive_int, default=300, help="utterances to decode (default: 300)")
     tune.set_defaults(handler=_tune_decoder)
+
+    export = commands.add_parser(
+        "export",
+        help="export a (pruned) model for a device: ONNX encoder, numpy front end, units",
+        description="Writes OUT/encoder.onnx (dynamic time axis), with --int8 also encoder.int8.onnx "
+        "(onnxruntime dynamic quantization), mel_filterbank.npy and export.json (feature settings, units, "
+        "SHA-256 of every file). `speechprune transcribe OUT ...` runs it with onnxruntime.",
+    )
+    export.add_argument("model", help="model.pt to export")
+    export.add_argument("--out", type=output_dir, required=True, help="export folder")
+    export.add_argument(
+        "--int8", action="store_true", help="also write the int8 dynamically quantized encoder"
+    )
+    export.set_defaults(handler=_export)

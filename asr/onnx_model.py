@@ -1,0 +1,86 @@
+"""An exported model (:mod:`asr.export`) run with onnxruntime and numpy alone: what runs on the device.
+
+This module imports neither torch nor the training code, so a board needs only onnxruntime, numpy and
+soundfile to turn audio into CTC emissions. The export folder's files are checked against the SHA-256s of
+its ``export.json`` before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr.frontend_numpy import log_mel
+from common.errors import SpeechpruneError
+
+EXPORT_FORMAT = "speechprune-export"
+EXPORT_VERSION = 1
+MANIFEST_NAME = "export.json"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_export_manifest(folder: str | os.PathLike) -> dict[str, Any]:
+    """The export folder's manifest, checked (format, version, every file's SHA-256)."""
+    folder = Path(folder)
+    path = folder / MANIFEST_NAME
+    if not path.is_file():
+        raise SpeechpruneError(f"{folder}: not an export folder (no {MANIFEST_NAME})")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        entries = [manifest["filterbank"], *manifest["encoders"].values()]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise SpeechpruneError(f"{path}: not a speechprune export manifest ({error})") from None
+    if manifest.get("format") != EXPORT_FORMAT or manifest.get("version") != EXPORT_VERSION:
+        raise SpeechpruneError(f"{path}: not a speechprune export of version {EXPORT_VERSION}")
+    for entry in entries:
+        file = folder / str(entry["file"])
+        if not file.is_file() or file_sha256(file) != entry["sha256"]:
+            raise SpeechpruneError(f"{file}: missing, or its SHA-256 does not match {MANIFEST_NAME}")
+    return manifest
+
+
+class ExportedModel:
+    """Waveform -> (frames, units) CTC log-probabilities through onnxruntime, one utterance at a time.
+
+    ``precision`` picks the exported encoder ("float32", or "int8" when the folder has one); ``threads``
+    is onnxruntime's intra-op thread count (1, as on a one-core device, unless told otherwise).
+    """
+
+    def __init__(self, folder: str | os.PathLike, threads: int = 1, precision: str = "float32") -> None:
+        import onnxruntime
+
+        self.folder = Path(folder)
+        self.manifest = read_export_manifest(self.folder)
+        encoders = self.manifest["encoders"]
+        if precision not in encoders:
+            raise SpeechpruneError(f"{self.folder}: no {precision} encoder; it has {sorted(encoders)}")
+        self.precision = precision
+        self.features = self.manifest["features"]
+        self.pieces: list[str] = list(self.manifest["units"])
+        self.blank_id = int(self.manifest["blank_id"])
+        self.sample_rate = int(self.features["sample_rate"])
+        self.frame_seconds = float(self.manifest["frame_seconds"])
+        self.filterbank = np.load(self.folder / self.manifest["filterbank"]["file"], allow_pickle=False)
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = onnxruntime.InferenceSession(
+            str(self.folder / encoders[precision]["file"]), options, providers=["CPUExecutionProvider"]
+        )
+
+    def log_probs(self, waveform: np.ndarray) -> np.ndarray:
+        """(frames, units) log-probabilities of one mono float32 waveform at the model's rate."""
+        features = log_mel(waveform, self.features, self.filterbank)[None]
+        return self.session.run(None, {"features": features})[0][0]
