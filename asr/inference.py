@@ -16,6 +16,7 @@ from collections.abc import Sequence as SequenceABC
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr.audio import AudioSpans, load_audio
@@ -130,6 +131,21 @@ def encoder_steps(recognizer: SpeechRecognizer, waveforms: Sequence[torch.Tensor
         return run
 
     return [step(waveform) for waveform in waveforms]
+
+
+def exported_steps(model: ExportedModel, waveforms: Sequence[torch.Tensor | np.ndarray]) -> list[Round]:
+    """Timing steps of an exported encoder (numpy front end + onnxruntime), one utterance each: what
+    :func:`encoder_steps` times for a torch model."""
+
+    def step(samples: np.ndarray) -> Round:
+        def run() -> list[float]:
+            started = time.perf_counter()
+            model.log_probs(samples)
+            return [time.perf_counter() - started]
+
+        return run
+
+    return [step(np.asarray(w, dtype=np.float32)) for w in waveforms]
 
 
 class DecoderSteps(SequenceABC):

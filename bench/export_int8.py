@@ -15,35 +15,26 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asr.checkpoint import load_model
 from asr.export import export_model
-from asr.inference import DecoderSteps, encode_each, encoder_steps, load_evaluation_audio, stack_emissions
+from asr.inference import (
+    DecoderSteps,
+    encode_each,
+    encoder_steps,
+    exported_steps,
+    load_evaluation_audio,
+    stack_emissions,
+)
 from asr.metrics import error_counts
 from asr.onnx_model import ExportedModel
-from common.measure import Round, device_tags, interleaved
+from common.measure import device_tags, interleaved
 from decoding.backends import DecoderSettings, make_decoder
 from decoding.entropy import entropy_report
 from decoding.search_stats import aggregate_stats
-
-
-def onnx_steps(model: ExportedModel, waveforms: list[torch.Tensor]) -> list[Round]:
-    """Timing steps of an exported encoder: numpy features + onnxruntime, one utterance each."""
-
-    def step(samples: np.ndarray) -> Round:
-        def run() -> list[float]:
-            started = time.perf_counter()
-            model.log_probs(samples)
-            return [time.perf_counter() - started]
-
-        return run
-
-    return [step(w.numpy()) for w in waveforms]
 
 
 def main() -> None:
@@ -76,7 +67,7 @@ def main() -> None:
                     emissions[key] = encode_each(loaded.recognizer, audio.waveforms)
                 else:
                     exported = ExportedModel(out, threads=1, precision=precision)
-                    steps[key] = onnx_steps(exported, audio.waveforms)
+                    steps[key] = exported_steps(exported, audio.waveforms)
                     emissions[key] = [
                         torch.from_numpy(exported.log_probs(w.numpy())) for w in audio.waveforms
                     ]

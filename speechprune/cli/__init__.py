@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from common.errors import SpeechpruneError, Terminated
 from common.signals import install_sigterm_handler
-from speechprune.cli import data, decoding, search, study, training
+from speechprune.cli import data, decoding, device, search, study, training
 
-COMMAND_GROUPS = (data, training, decoding, study, search)
+COMMAND_GROUPS = (data, training, decoding, study, search, device)
 DESCRIPTION = (
     "Decoder-aware structured pruning of CTC speech recognizers: prepare data, train, prune, decode, "
     "measure the encoder/decoder trade-off and report it."

@@ -21,10 +21,10 @@ from speechprune.search.finals import finalize
 from speechprune.search.finetune import FineTuner
 from speechprune.search.plots import write_search_plots
 from speechprune.search.state import SearchState, fingerprint
-from speechprune.search.targets import LatencyTarget, LocalTarget
+from speechprune.search.targets import LatencyTarget, LocalTarget, RemoteTarget
 from speechprune.search.tree import LatencySearch
 
-TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup"}
+TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup", "url", "token_file", "precision"}
 SEARCH_SECTIONS = (*RUN_SECTIONS, "search", "decoder", "target", "regularizer")
 RESULTS_NAME = "search_results.json"
 # Search settings a rerun may change without invalidating the tree so far: it is extended (deeper, to
@@ -39,22 +39,43 @@ EXTENSIBLE_SEARCH_KEYS = (
 )
 
 
-def local_target(section: dict[str, Any], search: SearchConfig, sample_rate: int) -> LocalTarget:
+def make_target(section: dict[str, Any], search: SearchConfig, sample_rate: int) -> LatencyTarget:
+    """The ``target`` section: ``kind: local`` (this machine, a fresh worker per measurement) or
+    ``kind: remote`` (a board running ``speechprune device serve`` at ``url``, token in ``token_file``)."""
     unknown = sorted(set(section) - TARGET_KEYS)
     if unknown:
         raise SpeechpruneError(
             f"config section 'target': unknown keys {unknown}; known: {sorted(TARGET_KEYS)}"
         )
-    if section.get("kind", "local") != "local":
-        raise SpeechpruneError(f"target.kind {section['kind']!r}: only 'local' is available")
+    kind = section.get("kind", "local")
+    common = {
+        "threads": int(section.get("threads", 1)),
+        "repeats": int(section.get("repeats", 3)),
+        "warmup": int(section.get("warmup", 1)),
+    }
+    if kind == "remote":
+        if not section.get("url") or not section.get("token_file"):
+            raise SpeechpruneError("target.kind remote needs target.url and target.token_file")
+        token_file = Path(section["token_file"])
+        if not token_file.is_file():
+            raise SpeechpruneError(f"{token_file}: no such token file (target.token_file)")
+        return RemoteTarget(
+            str(section["url"]),
+            token_file.read_text(encoding="utf-8").strip(),
+            Path(search.calibration_manifest),
+            search.calibration_limit,
+            sample_rate,
+            precision=str(section.get("precision", "float32")),
+            **common,
+        )
+    if kind != "local":
+        raise SpeechpruneError(f"target.kind {kind!r}: local or remote")
     return LocalTarget(
         Path(search.calibration_manifest),
         search.calibration_limit,
         sample_rate,
-        threads=int(section.get("threads", 1)),
         cores=section.get("cores"),
-        repeats=int(section.get("repeats", 3)),
-        warmup=int(section.get("warmup", 1)),
+        **common,
     )
 
 
@@ -93,7 +114,7 @@ def run_search(
     exp_dir.mkdir(parents=True, exist_ok=True)
     sample_rate = base.recognizer.sample_rate
     calibration = load_evaluation_audio(search.calibration_manifest, sample_rate, search.calibration_limit)
-    target = target or local_target(dict(config.get("target") or {}), search, sample_rate)
+    target = target or make_target(dict(config.get("target") or {}), search, sample_rate)
     searcher = LatencySearch(Path(base_model), exp_dir, search, decoder, target, tuner, state, calibration)
     searcher.run(progress=progress)
     results = finalize(searcher, test_manifests)

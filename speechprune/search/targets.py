@@ -18,11 +18,15 @@ which is what holds up on a noisy machine.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import subprocess
 import sys
+import tempfile
+import urllib.error
+import urllib.request
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -248,3 +252,79 @@ def parse_response(text: str) -> dict[str, Measured]:
         }
     except (IndexError, KeyError, TypeError, ValueError) as error:
         raise SpeechpruneError(f"latency worker: malformed answer ({error})") from None
+
+
+class RemoteTarget(LatencyTarget):
+    """A board running ``speechprune device serve``: each call exports the jobs' models (ONNX, float32 or
+    int8), sends them with the calibration audio and decoder settings, and reads back the agent's
+    interleaved medians, decoded texts and device description (the local worker's answer)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        manifest: Path,
+        limit: int,
+        sample_rate: int,
+        threads: int = 1,
+        repeats: int = 3,
+        warmup: int = 1,
+        precision: str = "float32",
+        timeout_s: float = 600.0,
+    ) -> None:
+        if precision not in ("float32", "int8"):
+            raise SpeechpruneError(f"target.precision {precision!r}: float32 or int8")
+        self.url, self.token, self.precision, self.timeout_s = url.rstrip("/"), token, precision, timeout_s
+        self.sample_rate, self.threads, self.repeats, self.warmup = sample_rate, threads, repeats, warmup
+        audio = load_evaluation_audio(manifest, sample_rate, limit)
+        if not audio.waveforms:
+            raise SpeechpruneError(f"{manifest}: the latency target needs calibration audio")
+        self.audio = [
+            base64.b64encode(w.numpy().astype("float32").tobytes()).decode() for w in audio.waveforms
+        ]
+        self.device = self._call("GET", "/describe")["device"]
+
+    def _call(self, method: str, path: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        body = None if payload is None else json.dumps(payload).encode()
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            try:
+                message = json.loads(error.read()).get("error", error.reason)
+            except (json.JSONDecodeError, AttributeError):
+                message = error.reason
+            raise SpeechpruneError(f"device agent {self.url}: {error.code} {message}") from None
+        except (urllib.error.URLError, OSError, json.JSONDecodeError) as error:
+            raise SpeechpruneError(f"device agent {self.url}: unreachable or garbled ({error})") from None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "remote", "url": self.url, "precision": self.precision, "repeats": self.repeats,
+                "utterances": len(self.audio), **self.device}  # fmt: skip
+
+    def measure(self, jobs: Mapping[str, TimingJob]) -> dict[str, Measured]:
+        from asr.export import export_model  # the host side exports; the board only runs ONNX
+
+        request: dict[str, Any] = {
+            "audio": self.audio,
+            "sample_rate": self.sample_rate,
+            "threads": self.threads,
+            "repeats": self.repeats,
+            "warmup": self.warmup,
+            "jobs": {},
+        }
+        with tempfile.TemporaryDirectory(prefix="speechprune-export-") as scratch:
+            for index, (name, job) in enumerate(jobs.items()):
+                folder = export_model(
+                    job.model_path, Path(scratch) / f"job{index}", int8=self.precision == "int8"
+                ).parent
+                request["jobs"][name] = {
+                    "export": {f.name: base64.b64encode(f.read_bytes()).decode() for f in folder.iterdir()},
+                    "precision": self.precision,
+                    "backend": job.backend,
+                    "settings": settings_to_dict(job.settings),
+                }
+        return parse_response(json.dumps(self._call("POST", "/measure", request)))
