@@ -1,7 +1,8 @@
 """An exported model (:mod:`asr.export`) run with onnxruntime and numpy alone: what runs on the device.
 
-This module imports neither torch nor the training code, so a board needs only onnxruntime, numpy and
-soundfile to turn audio into CTC emissions. The export folder's files are checked against the SHA-256s of
+This module imports neither torch nor the training code, so a board needs only onnxruntime and numpy to
+turn audio into CTC emissions and best-path transcripts (``bench/aarch64_check.sh`` runs it so on an
+emulated arm64 userland). The export folder's files are checked against the SHA-256s of
 its ``export.json`` before anything is loaded.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from asr.frontend_numpy import log_mel
 from common.errors import SpeechpruneError
+from decoding.paths import collapse_path, pieces_to_text
 
 EXPORT_FORMAT = "speechprune-export"
 EXPORT_VERSION = 1
@@ -84,3 +86,8 @@ class ExportedModel:
         """(frames, units) log-probabilities of one mono float32 waveform at the model's rate."""
         features = log_mel(waveform, self.features, self.filterbank)[None]
         return self.session.run(None, {"features": features})[0][0]
+
+    def greedy_text(self, waveform: np.ndarray) -> str:
+        """Best-path transcript, with the one CTC collapse and ids-to-text the torch decoders use."""
+        ids, _ = collapse_path(self.log_probs(waveform).argmax(axis=-1).tolist(), self.blank_id)
+        return pieces_to_text(self.pieces, ids, self.blank_id)

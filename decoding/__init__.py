@@ -3,47 +3,47 @@
 Pruning an encoder flattens its per-frame distributions and makes beam search explore more; the decoders
 here record that work (:class:`SearchStats`) on every decode, and :mod:`decoding.entropy` measures the
 flattening itself on the emissions.
+
+Names are imported from their modules on first use, so that the plain-Python parts (``decoding.paths``)
+load without torch, as the device runtime needs.
 """
 
-from decoding.arpa import ArpaSummary, build_arpa
-from decoding.backends import (
-    BackendResult,
-    DecoderBackend,
-    DecoderSettings,
-    available_backends,
-    make_decoder,
-    write_lexicon,
-)
-from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult, Hypothesis
-from decoding.entropy import entropy_report, frame_entropy, mean_frame_entropy, tokens_for_mass
-from decoding.greedy import greedy_decode, greedy_decode_with_timesteps
-from decoding.lm import KenLMLanguageModel, LanguageModel
-from decoding.search_stats import SearchStats, aggregate_stats
-from decoding.token_cutoffs import FramePlan, plan_frames
+from __future__ import annotations
 
-__all__ = [
-    "ArpaSummary",
-    "BackendResult",
-    "BeamSearchConfig",
-    "CTCBeamSearchDecoder",
-    "DecodeResult",
-    "DecoderBackend",
-    "DecoderSettings",
-    "FramePlan",
-    "Hypothesis",
-    "KenLMLanguageModel",
-    "LanguageModel",
-    "SearchStats",
-    "aggregate_stats",
-    "available_backends",
-    "build_arpa",
-    "entropy_report",
-    "frame_entropy",
-    "greedy_decode",
-    "mean_frame_entropy",
-    "greedy_decode_with_timesteps",
-    "make_decoder",
-    "plan_frames",
-    "tokens_for_mass",
-    "write_lexicon",
-]
+import importlib
+from typing import Any
+
+_SOURCES = {
+    "ArpaSummary": "arpa",
+    "BackendResult": "backends",
+    "BeamSearchConfig": "beam_search",
+    "CTCBeamSearchDecoder": "beam_search",
+    "DecodeResult": "beam_search",
+    "DecoderBackend": "backends",
+    "DecoderSettings": "backends",
+    "FramePlan": "token_cutoffs",
+    "Hypothesis": "beam_search",
+    "KenLMLanguageModel": "lm",
+    "LanguageModel": "lm",
+    "SearchStats": "search_stats",
+    "aggregate_stats": "search_stats",
+    "available_backends": "backends",
+    "build_arpa": "arpa",
+    "entropy_report": "entropy",
+    "frame_entropy": "entropy",
+    "greedy_decode": "greedy",
+    "greedy_decode_with_timesteps": "greedy",
+    "make_decoder": "backends",
+    "mean_frame_entropy": "entropy",
+    "plan_frames": "token_cutoffs",
+    "tokens_for_mass": "entropy",
+    "write_lexicon": "backends",
+}
+
+__all__ = sorted(_SOURCES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _SOURCES:
+        raise AttributeError(f"module 'decoding' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"decoding.{_SOURCES[name]}"), name)

@@ -31,8 +31,9 @@ from common.fileio import atomic_open
 from common.units import UNK_PIECE, WORD_BOUNDARY
 from decoding._inputs import check_emissions
 from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult
-from decoding.greedy import collapse_path, greedy_decode_with_timesteps
+from decoding.greedy import greedy_decode_with_timesteps
 from decoding.lm import LN_10, KenLMLanguageModel
+from decoding.paths import collapse_path, pieces_to_text
 from decoding.search_stats import SearchStats
 from decoding.vocabulary import PieceVocabulary, pieces_of
 
@@ -94,16 +95,6 @@ class BackendResult:
     score: float
     wall_time_s: float
     stats: SearchStats | None = None
-
-
-def pieces_to_text(pieces: Sequence[str], ids: Iterable[int], blank_id: int = 0) -> str:
-    """Text of token ids: the same words SentencePiece decodes, with whitespace normalized.
-
-    One function for every backend that returns ids, so that their texts compare equal exactly when
-    their words do.
-    """
-    text = "".join(" ⁇ " if pieces[i] == UNK_PIECE else pieces[i] for i in ids if i != blank_id)
-    return " ".join(text.replace(WORD_BOUNDARY, " ").split())
 
 
 def _require_neutral(backend: str, settings: DecoderSettings, vocab: int, knobs: Iterable[str]) -> None:

@@ -6,11 +6,10 @@ beam search with beam width 1 and no language model must reproduce.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from torch import Tensor
 
 from decoding._inputs import check_blank_id, check_emissions
+from decoding.paths import collapse_path
 
 
 def greedy_decode_with_timesteps(
@@ -33,22 +32,6 @@ def greedy_decode_with_timesteps(
     check_blank_id(blank_id, log_probs.shape[2])
     best = log_probs.argmax(dim=-1).tolist()
     return [collapse_path(path[:length], blank_id) for path, length in zip(best, valid, strict=True)]
-
-
-def collapse_path(path: Iterable[int], blank_id: int) -> tuple[list[int], list[int]]:
-    """CTC-collapse a frame-level label path into token ids and the frame at which each token starts.
-
-    A token starts where its run of identical labels starts; blanks separate repeats and are dropped.
-    """
-    token_ids: list[int] = []
-    token_frames: list[int] = []
-    previous = blank_id
-    for frame, label in enumerate(path):
-        if label != previous and label != blank_id:
-            token_ids.append(label)
-            token_frames.append(frame)
-        previous = label
-    return token_ids, token_frames
 
 
 def greedy_decode(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:

@@ -21,7 +21,8 @@ from decoding import (
     make_decoder,
     write_lexicon,
 )
-from decoding.backends import PyCTCDecodeBackend, collapse_path, pieces_to_text
+from decoding.backends import PyCTCDecodeBackend
+from decoding.paths import collapse_path, pieces_to_text
 
 DIGITS = "zero one two three four five six seven eight nine".split()
 UTTERANCES = 60
