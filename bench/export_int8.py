@@ -1,4 +1,5 @@
-"""int8 on top of pruning: torch float32 against the exported ONNX encoder in float32 and int8.
+"""int8 on top of pruning: torch float32 and int8 (``torch.ao`` dynamic quantization) against the exported
+ONNX encoder in float32 and int8.
 
 Why: quantization, like pruning, changes the emissions, and with them the decoder's work. So every model
 is measured end to end: encoder ms (numpy front end + onnxruntime for the exports, torch for the model
@@ -14,6 +15,7 @@ model.
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 from pathlib import Path
 
@@ -58,13 +60,23 @@ def main() -> None:
             out = Path(folder) / f"m{index}"
             export_model(path, out, int8=True)
             name = Path(path).stem if Path(path).stem != "model" else Path(path).parent.name
-            runtimes = {"torch fp32": None, "onnx fp32": "float32", "onnx int8": "int8"}
+            runtimes = {
+                "torch fp32": None,
+                "torch int8": "torch",
+                "onnx fp32": "float32",
+                "onnx int8": "int8",
+            }
             for runtime, precision in runtimes.items():
                 key = f"{name} | {runtime}"
                 labels[key] = (name, runtime, loaded.tokenizer)
-                if precision is None:
-                    steps[key] = encoder_steps(loaded.recognizer, audio.waveforms)
-                    emissions[key] = encode_each(loaded.recognizer, audio.waveforms)
+                if precision in (None, "torch"):
+                    recognizer = loaded.recognizer
+                    if precision == "torch":  # torch.ao dynamic quantization of the LSTMs and the head
+                        recognizer = torch.ao.quantization.quantize_dynamic(
+                            copy.deepcopy(recognizer), {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8
+                        )
+                    steps[key] = encoder_steps(recognizer, audio.waveforms)
+                    emissions[key] = encode_each(recognizer, audio.waveforms)
                 else:
                     exported = ExportedModel(out, threads=1, precision=precision)
                     steps[key] = exported_steps(exported, audio.waveforms)

@@ -282,3 +282,11 @@ def test_interrupting_a_command_that_does_not_resume_does_not_promise_it(
     assert main(["transcribe", str(base_model), wav]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "resume" not in err
+
+
+def test_an_lm_with_greedy_decoding_is_refused_not_ignored(base_model, tiny_corpus, tmp_path, capsys):
+    lm = tmp_path / "lm.arpa"
+    lm.write_text("\\data\\\nngram 1=1\n\n\\1-grams:\n-1.0\t<unk>\n\n\\end\\\n")
+    wav = read_manifest(tiny_corpus["test"])[0].audio_filepath
+    assert main(["transcribe", str(base_model), wav, "--lm", str(lm)]) == 2
+    assert "--lm needs a beam-search --decoder" in capsys.readouterr().err
