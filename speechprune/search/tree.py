@@ -262,14 +262,19 @@ class LatencySearch:
             self._secant(budget, make, (0.0, parent), (float(removed), child), integral=True)
 
     def _landed(self, budget: Budget, uniform: bool) -> bool:
-        """Some measured candidate (of the search, or of the uniform baseline) fits within the band."""
-        return any(
-            r.status == "measured"
-            and r.id != ROOT
-            and is_uniform(r.id) == uniform
-            and budget.value * (1 - LANDING_BAND) <= self._value(r, budget) <= budget.value
+        """The budget's pick (of the search, or of the uniform baseline) lies within the band under it. A
+        less accurate candidate in the band does not count: the pick is what the user gets."""
+        best = self._best_fitting(budget, uniform)
+        return best is not None and self._value(best, budget) >= budget.value * (1 - LANDING_BAND)
+
+    def _best_fitting(self, budget: Budget, uniform: bool) -> CandidateRecord | None:
+        """The most accurate measured candidate that meets ``budget`` (calibration WER, then CTC loss)."""
+        fitting = [
+            r
             for r in self.state.candidates.values()
-        )
+            if r.id != ROOT and is_uniform(r.id) == uniform and self._meets(r, budget)
+        ]
+        return min(fitting, key=lambda r: (float(r.wer), r.ctc_loss)) if fitting else None
 
     def _secant(
         self,
@@ -484,8 +489,7 @@ class LatencySearch:
         ]
         results = []
         for budget in self.budgets:
-            fitting = [r for r in measured if self._meets(r, budget)]
-            best = min(fitting, key=lambda r: (float(r.wer), r.ctc_loss)) if fitting else None
+            best = self._best_fitting(budget, uniform)
             closest = None if best or not measured else min(measured, key=lambda r: self._value(r, budget))
             results.append(BudgetResult(budget, best.id if best else None, closest.id if closest else None))
         return results
