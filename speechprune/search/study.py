@@ -129,8 +129,10 @@ def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
             "calibration": results["calibration_manifest"],
             "unpruned_ms_per_second": results["unpruned"]["ms_per_second"],
         }
+        # the uniform baseline meets the run's own kind of budget: name it by that objective unless end to end
+        uniform = "uniform" if results["objective"] == "end_to_end" else f"uniform ({results['objective']})"
         for final in results["finals"]:
-            label = "uniform" if final["method"] == "uniform" else method
+            label = uniform if final["method"] == "uniform" else method
             total = final["encoder_ms"] + final["decoder_ms"]
             row = {
                 **common,
@@ -156,8 +158,9 @@ def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
             rows.append(
                 {
                     **common,
-                    "method": "uniform" if unmet["method"] == "uniform" else method,
+                    "method": uniform if unmet["method"] == "uniform" else method,
                     "budget": unmet["budget"],
+                    "budget_value": _budget_value(unmet["budget"]),
                     "met": False,
                     "closest": unmet["closest"],
                     "closest_value": unmet["closest_value"],
@@ -165,6 +168,11 @@ def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def _budget_value(label: str) -> float | None:
+    """60pct -> 0.6 (the label :class:`Budget` writes); None for a budget in ms/s."""
+    return float(label.removesuffix("pct")) / 100 if label.endswith("pct") else None
 
 
 def _decoder_label(decoder: dict[str, Any]) -> str:
@@ -206,7 +214,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         + ["widths", "candidates", "search min"]
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = {"uniform": 0, "macs": 1, "encoder": 2, "end_to_end": 3}
+    order = {
+        "uniform": 0,
+        "uniform (encoder)": 1,
+        "uniform (macs)": 2,
+        "macs": 3,
+        "encoder": 4,
+        "end_to_end": 5,
+    }
     for row in sorted(
         rows, key=lambda r: (r["decoder"], -float(r.get("budget_value") or 0), order.get(r["method"], 9))
     ):
