@@ -11,6 +11,17 @@ import matplotlib.pyplot as plt
 from speechprune.figures import save_png
 
 MARKERS = {"uniform": "^", "macs": "s", "encoder": "D", "end_to_end": "o", "co_tuned": "*", "entropy": "P"}
+COLORS = {"uniform": "tab:orange", "macs": "tab:purple", "encoder": "tab:blue", "end_to_end": "tab:red",
+          "co_tuned": "tab:green", "entropy": "tab:brown"}  # fmt: skip
+
+
+def _style(method: str) -> dict[str, str]:
+    """The same marker and colour for a method in every panel ("uniform (encoder)" as uniform, hollow)."""
+    base = method.split(" ")[0]
+    style = {"marker": MARKERS.get(base, "x"), "color": COLORS.get(base, "tab:gray")}
+    if base != method:
+        style["markerfacecolor"] = "none"
+    return style
 
 
 def _decoders(rows: list[dict[str, Any]]) -> list[str]:
@@ -33,7 +44,7 @@ def plot_wer_vs_latency(rows: list[dict[str, Any]], budgets: list[float], test: 
             axis.plot(
                 [p[0] for p in points],
                 [p[1] for p in points],
-                marker=MARKERS.get(method, "x"),
+                **_style(method),
                 markersize=9,
                 linestyle="-",
                 linewidth=0.8,
@@ -52,8 +63,9 @@ def plot_wer_vs_latency(rows: list[dict[str, Any]], budgets: list[float], test: 
 
 
 def plot_time_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
-    """Encoder and decoder ms per utterance of every final model, grouped by budget, one panel per
-    decoder setting: a method whose decoder bar grew has spent its encoder savings in the search."""
+    """Encoder and decoder time of every final model as fractions of the unpruned model's end-to-end time
+    measured in the same run (runs were measured at different times: only ratios compare), grouped by
+    budget, one panel per decoder setting: a method whose decoder bar grew spent encoder savings there."""
     decoders = _decoders(rows)
     figure, axes = plt.subplots(
         len(decoders) or 1, 1, figsize=(11.0, 3.6 * max(1, len(decoders))), squeeze=False
@@ -64,11 +76,14 @@ def plot_time_breakdown(rows: list[dict[str, Any]], out: Path) -> Path:
             key=lambda r: (-r["budget_value"], r["method"]),
         )
         labels = [f"{r['budget']}\n{r['method']}" for r in met]
-        encoder = [r["encoder_ms"] for r in met]
-        decoder_ms = [r["decoder_ms"] for r in met]
+        shares = [r["end_to_end_ratio"] / (r["encoder_ms"] + r["decoder_ms"]) for r in met]
+        encoder = [r["encoder_ms"] * k for r, k in zip(met, shares, strict=True)]
+        decoder_time = [r["decoder_ms"] * k for r, k in zip(met, shares, strict=True)]
         axis.bar(labels, encoder, label="encoder")
-        axis.bar(labels, decoder_ms, bottom=encoder, label="decoder")
-        axis.set_ylabel("ms per utterance")
+        axis.bar(labels, decoder_time, bottom=encoder, label="decoder")
+        for budget in sorted({r["budget_value"] for r in met}):
+            axis.axhline(budget, color="red", linestyle=":", linewidth=1)
+        axis.set_ylabel("fraction of unpruned end-to-end")
         axis.set_title(f"decoder '{decoder}': where the time goes", fontsize=9)
         axis.tick_params(axis="x", labelsize=7)
         axis.grid(axis="y", alpha=0.3)
