@@ -129,8 +129,8 @@ def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
             "calibration": results["calibration_manifest"],
             "unpruned_ms_per_second": results["unpruned"]["ms_per_second"],
         }
-        # the uniform baseline meets the run's own kind of budget: name it by that objective unless end to end
-        uniform = "uniform" if results["objective"] == "end_to_end" else f"uniform ({results['objective']})"
+        # the uniform baseline meets the run's own kind of budget, with its decoder: named by the run's method
+        uniform = "uniform" if method == "end_to_end" else f"uniform ({method})"
         for final in results["finals"]:
             label = uniform if final["method"] == "uniform" else method
             total = final["encoder_ms"] + final["decoder_ms"]
@@ -214,16 +214,15 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         + ["widths", "candidates", "search min"]
     )
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = {
-        "uniform": 0,
-        "uniform (encoder)": 1,
-        "uniform (macs)": 2,
-        "macs": 3,
-        "encoder": 4,
-        "end_to_end": 5,
-    }
+    order = {"uniform": 0, "end_to_end": 1, "encoder": 3, "macs": 5, "co_tuned": 7, "entropy": 9}
     for row in sorted(
-        rows, key=lambda r: (r["decoder"], -float(r.get("budget_value") or 0), order.get(r["method"], 9))
+        rows,
+        key=lambda r: (
+            r["decoder"],
+            -float(r.get("budget_value") or 0),
+            order.get(r["method"].removeprefix("uniform (").rstrip(")"), 9)
+            + r["method"].startswith("uniform ("),
+        ),
     ):
         if row["met"]:
             cells = [
