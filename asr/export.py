@@ -61,7 +61,6 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
             opset_version=OPSET,
             dynamo=False,
         )
-    graph.eval()  # export restores the wrapper's training flag on every submodule
     filterbank = recognizer.features.mel_scale.fb.detach().cpu().numpy().astype(np.float32)
     with atomic_open(out_dir / "mel_filterbank.npy", "wb") as handle:
         np.save(handle, filterbank, allow_pickle=False)
