@@ -2,7 +2,7 @@
 
 The pruning study asks what a flatter encoder costs the decoder, and the answer must not depend on which
 decoder happened to be measured. So the project's own prefix beam search and the common third-party ones
-(flashlight through torchaudio, ctcdecode, pyctcdecode) are built from the same :class:`DecoderSettings`,
+(flashlight-text, ctcdecode, pyctcdecode) are built from the same :class:`DecoderSettings`,
 decode the same emissions, and return the same :class:`BackendResult` per utterance, timed the same way:
 ``time.perf_counter`` around the backend's decode call for that one utterance.
 
@@ -10,12 +10,14 @@ Each backend maps the knobs it has an exact equivalent for and refuses the other
 its neutral value on a backend without it raises :class:`~common.errors.SpeechpruneError`, because a silently
 ignored knob would make a comparison quietly unfair. The mappings and the semantic differences that remain
 (what the beam width counts, where the LM is queried) are documented on each backend class.
+
+Emissions are numpy arrays inside (torch tensors are accepted and converted), so that every backend but
+ctcdecode runs on a device without torch.
 """
 
 from __future__ import annotations
 
 import math
-import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -23,13 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-import torch
-from torch import Tensor
+import numpy as np
 
 from common.errors import SpeechpruneError
 from common.fileio import atomic_open
 from common.units import UNK_PIECE, WORD_BOUNDARY
-from decoding._inputs import check_emissions
+from decoding._inputs import as_array, check_emissions
 from decoding.beam_search import BeamSearchConfig, CTCBeamSearchDecoder, DecodeResult
 from decoding.greedy import greedy_decode_with_timesteps
 from decoding.lm import LN_10, KenLMLanguageModel
@@ -153,15 +154,16 @@ class DecoderBackend(ABC):
             return f"{type(error).__name__}: {error}"
         return None
 
-    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[BackendResult]:
-        """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths, one by one."""
+    def __call__(self, log_probs: Any, lengths: Any) -> list[BackendResult]:
+        """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths, one by one
+        (numpy arrays or torch tensors)."""
         valid = check_emissions(log_probs, lengths)
         if log_probs.shape[2] != len(self.pieces):
             raise ValueError(f"log_probs has vocab {log_probs.shape[2]}, the pieces {len(self.pieces)}")
-        emissions = log_probs.detach().to(device="cpu", dtype=torch.float32)
+        emissions = as_array(log_probs, np.float32)
         results = []
         for utterance, length in zip(emissions, valid, strict=True):
-            frames = utterance[:length].contiguous()
+            frames = np.ascontiguousarray(utterance[:length])
             start = time.perf_counter()
             raw = self._search(frames)
             wall_time_s = time.perf_counter() - start
@@ -169,7 +171,7 @@ class DecoderBackend(ABC):
         return results
 
     @abstractmethod
-    def _search(self, frames: Tensor) -> Any:
+    def _search(self, frames: np.ndarray) -> Any:
         """Decode one utterance's contiguous (frames, vocab) float32 emissions; returns the raw output."""
 
     @abstractmethod
@@ -200,8 +202,8 @@ class GreedyBackend(DecoderBackend):
         if settings.lm_path is not None:
             raise SpeechpruneError("greedy decoding uses no language model: choose a beam-search decoder")
 
-    def _search(self, frames: Tensor) -> tuple[list[int], list[int]]:
-        return collapse_path(frames.argmax(dim=-1).tolist(), self.blank_id)
+    def _search(self, frames: np.ndarray) -> tuple[list[int], list[int]]:
+        return collapse_path(frames.argmax(axis=-1).tolist(), self.blank_id)
 
     def _result(self, raw: tuple[list[int], list[int]], wall_time_s: float) -> BackendResult:
         token_ids, token_frames = raw
@@ -232,8 +234,8 @@ class OwnBackend(DecoderBackend):
             lm = KenLMLanguageModel(settings.lm_path, word_level=settings.lm_unit == "word")
         self._decoder = self._library()(settings, lm, self.pieces)
 
-    def _search(self, frames: Tensor) -> DecodeResult:
-        return self._decoder(frames[None], torch.tensor([frames.shape[0]]))[0]
+    def _search(self, frames: np.ndarray) -> DecodeResult:
+        return self._decoder(frames[None], np.array([frames.shape[0]]))[0]
 
     def _result(self, raw: DecodeResult, wall_time_s: float) -> BackendResult:
         best = raw.best
@@ -277,18 +279,22 @@ def write_lexicon(path: str | Path, words: Iterable[str], tokenizer: PieceVocabu
 
 
 class FlashlightBackend(DecoderBackend):
-    """flashlight's beam search through torchaudio's ``ctc_decoder``, lexicon-free or with a lexicon.
+    """flashlight's CTC beam search (the flashlight-text package), lexicon-free or with a lexicon.
+
+    Built from flashlight-text directly rather than through torchaudio's ``ctc_decoder`` wrapper (the same
+    decoder objects), so that it runs on a device without torch.
 
     Mapping: beam_width -> beam_size, cutoff_top_n -> beam_size_token, beam_threshold -> beam_threshold
     (None -> 1e30), alpha -> lm_weight = alpha * ln 10 (flashlight weights KenLM's log10 scores, the own
     decoder natural logs), beta -> word_score (lexicon mode; lexicon-free flashlight has no per-unit
     bonus), ``log_add=True`` so that alignments of a prefix are summed as in prefix beam search.
 
-    Lexicon-free: the LM must be piece-level and is mapped to the pieces through an ``lm_dict`` written
-    from them. The silence token is the blank: flashlight starts every search from its silence token, so
-    a real piece as silence would make a first-frame emission of that piece continue the start state
-    instead of becoming a token (and skip its LM query); with the blank, the start state is exactly the
-    empty prefix. Lexicon mode: silence is :func:`lexicon_silence`.
+    Lexicon-free: the LM must be piece-level; its word dictionary is the pieces themselves. The silence
+    token is the blank: flashlight starts every search from its silence token, so a real piece as silence
+    would make a first-frame emission of that piece continue the start state instead of becoming a token
+    (and skip its LM query); with the blank, the start state is exactly the empty prefix. Lexicon mode:
+    silence is :func:`lexicon_silence`; the lexicon trie holds each word's unigram LM score, smeared with
+    the maximum over the words below a node (what torchaudio's wrapper does too).
 
     Differences that remain: flashlight keeps a prefix ending in blank and in a token as two beam
     entries, so the same beam width holds fewer distinct prefixes than the own decoder's. The lexicon
@@ -300,64 +306,84 @@ class FlashlightBackend(DecoderBackend):
     """
 
     name = "flashlight"
-    install_hint = "pip install flashlight-text (used through torchaudio's ctc_decoder)"
+    install_hint = "pip install flashlight-text"
 
     @staticmethod
     def _library() -> Any:
-        from torchaudio.models.decoder import ctc_decoder
+        from flashlight.lib.text import decoder, dictionary
 
-        return ctc_decoder
+        return decoder, dictionary
 
     def __init__(self, pieces: Sequence[str], settings: DecoderSettings) -> None:
         super().__init__(pieces, settings)
-        lexicon = settings.lexicon_path
+        lexicon_path = settings.lexicon_path
         unsupported = ["cutoff_prob", "blank_skip_threshold", "token_min_logp"]
-        _require_neutral(self.name, settings, len(self.pieces), unsupported + ([] if lexicon else ["beta"]))
-        if lexicon is None and settings.lm_path is not None and settings.lm_unit != "piece":
+        unsupported += [] if lexicon_path else ["beta"]
+        _require_neutral(self.name, settings, len(self.pieces), unsupported)
+        if lexicon_path is None and settings.lm_path is not None and settings.lm_unit != "piece":
             raise SpeechpruneError(
                 "flashlight's lexicon-free decoder queries its LM with pieces: use a piece-level LM "
                 "(lm_unit='piece') or give a lexicon_path for a word LM"
             )
-        blank = self.pieces[self.blank_id]
+        fl, fl_dictionary = self._library()
         threshold = FLASHLIGHT_NO_THRESHOLD
         if settings.beam_threshold is not None:
             threshold = min(settings.beam_threshold, FLASHLIGHT_NO_THRESHOLD)
-        with tempfile.TemporaryDirectory() as tmp:
-            lm_dict = None
-            if settings.lm_path is not None and lexicon is None:
-                lm_dict = Path(tmp) / "lm_dict.txt"
-                lm_dict.write_text("".join(piece + "\n" for piece in self.pieces), encoding="utf-8")
-            self._decoder = self._library()(
-                lexicon=None if lexicon is None else str(lexicon),
-                tokens=self.pieces,
-                lm=None if settings.lm_path is None else str(settings.lm_path),
-                lm_dict=None if lm_dict is None else str(lm_dict),
-                nbest=1,
-                beam_size=settings.beam_width,
-                beam_size_token=min(settings.cutoff_top_n, len(self.pieces)),
-                beam_threshold=threshold,
-                lm_weight=settings.alpha * LN_10,
-                word_score=settings.beta,
-                sil_score=0.0,
-                log_add=True,
-                blank_token=blank,
-                sil_token=blank if lexicon is None else lexicon_silence(self.pieces),
-                unk_word=UNK_PIECE,
-            )
+        common = {
+            "beam_size": settings.beam_width,
+            "beam_size_token": min(settings.cutoff_top_n, len(self.pieces)),
+            "beam_threshold": threshold,
+            "lm_weight": settings.alpha * LN_10,
+            "sil_score": 0.0,
+            "log_add": True,
+            "criterion_type": fl.CriterionType.CTC,
+        }
+        tokens = fl_dictionary.Dictionary(self.pieces)
+        if lexicon_path is None:
+            silence = self.blank_id
+            self._words = None
+            lm = fl.ZeroLM() if settings.lm_path is None else self._kenlm(settings.lm_path, tokens)
+            options = fl.LexiconFreeDecoderOptions(**common)
+            self._decoder = fl.LexiconFreeDecoder(options, lm, silence, self.blank_id, [])
+            return
+        silence = self.pieces.index(lexicon_silence(self.pieces))
+        lexicon = fl_dictionary.load_words(str(lexicon_path))
+        self._words = fl_dictionary.create_word_dict(lexicon)
+        lm = fl.ZeroLM() if settings.lm_path is None else self._kenlm(settings.lm_path, self._words)
+        trie = fl.Trie(len(self.pieces), silence)
+        start = lm.start(False)
+        for word, spellings in lexicon.items():
+            word_id = self._words.get_index(word)
+            _, score = lm.score(start, word_id)
+            for spelling in spellings:
+                trie.insert([tokens.get_index(piece) for piece in spelling], word_id, score)
+        trie.smear(fl.SmearingMode.MAX)
+        options = fl.LexiconDecoderOptions(**common, word_score=settings.beta, unk_score=-math.inf)
+        unknown = self._words.get_index(UNK_PIECE)
+        self._decoder = fl.LexiconDecoder(options, trie, lm, silence, self.blank_id, unknown, [], False)
 
-    def _search(self, frames: Tensor) -> Any:
-        # torchaudio's decoder.decoder is the flashlight decoder itself: its raw result keeps the label
-        # of every frame, which torchaudio would collapse together with the start and end states.
+    @staticmethod
+    def _kenlm(path: Path, words: Any) -> Any:
+        """flashlight's KenLM over ``words`` (a flashlight Dictionary: the LM's units by id)."""
+        try:
+            from flashlight.lib.text.decoder.kenlm import KenLM
+        except ImportError as error:
+            raise SpeechpruneError(f"this flashlight-text build has no KenLM ({error})") from None
+        return KenLM(str(path), words)
+
+    def _search(self, frames: np.ndarray) -> Any:
+        # The raw result keeps the label of every frame (torchaudio's wrapper would collapse them
+        # together with the start and end states).
         frame_count, vocab = frames.shape
-        return self._decoder.decoder.decode(frames.data_ptr(), frame_count, vocab)[0]
+        return self._decoder.decode(frames.ctypes.data, frame_count, vocab)[0]
 
     def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
         # The path holds one label per frame between the start and the end state.
         token_ids, token_frames = collapse_path(list(raw.tokens)[1:-1], self.blank_id)
-        if self.settings.lexicon_path is None:
+        if self._words is None:
             text = pieces_to_text(self.pieces, token_ids, self.blank_id)
         else:
-            text = " ".join(self._decoder.word_dict.get_entry(word) for word in raw.words if word >= 0)
+            text = " ".join(self._words.get_entry(word) for word in raw.words if word >= 0)
         return BackendResult(text, token_ids, token_frames, float(raw.score), wall_time_s)
 
 
@@ -428,8 +454,12 @@ class CTCDecodeBackend(DecoderBackend):
             log_probs_input=True,
         )
 
-    def _search(self, frames: Tensor) -> Any:
-        return self._decoder.decode(frames[None], torch.tensor([frames.shape[0]], dtype=torch.int32))
+    def _search(self, frames: np.ndarray) -> Any:
+        import torch  # ctcdecode's only interface is torch tensors
+
+        return self._decoder.decode(
+            torch.from_numpy(frames)[None], torch.tensor([frames.shape[0]], dtype=torch.int32)
+        )
 
     def _result(self, raw: Any, wall_time_s: float) -> BackendResult:
         beams, scores, timesteps, lengths = raw
@@ -485,9 +515,9 @@ class PyCTCDecodeBackend(DecoderBackend):
         self._beam_prune_logp = -math.inf if threshold is None else -threshold
         self._token_min_logp = -math.inf if settings.token_min_logp is None else settings.token_min_logp
 
-    def _search(self, frames: Tensor) -> Any:
+    def _search(self, frames: np.ndarray) -> Any:
         beams = self._decoder.decode_beams(
-            frames.numpy(),
+            frames,
             beam_width=self.settings.beam_width,
             beam_prune_logp=self._beam_prune_logp,
             token_min_logp=self._token_min_logp,

@@ -16,12 +16,11 @@ import heapq
 import math
 import time
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-import torch
-from torch import Tensor
+import numpy as np
 
-from decoding._inputs import check_blank_id, check_emissions
+from decoding._inputs import as_array, check_blank_id, check_emissions
 from decoding.lm import LanguageModel
 from decoding.prefix_trie import ROOT, PrefixTrie
 from decoding.search_stats import PER_FRAME_FIELDS, SearchStats
@@ -278,17 +277,18 @@ class CTCBeamSearchDecoder:
         self.lm = lm
         self.pieces = pieces
 
-    def __call__(self, log_probs: Tensor, lengths: Tensor) -> list[DecodeResult]:
-        """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths."""
+    def __call__(self, log_probs: Any, lengths: Any) -> list[DecodeResult]:
+        """Decode (batch, frames, vocab) natural-log emissions with (batch,) valid lengths (numpy arrays
+        or torch tensors)."""
         valid = check_emissions(log_probs, lengths)
         vocab = log_probs.shape[2]
         check_blank_id(self.config.blank_id, vocab)
         if self.pieces is not None and len(self.pieces) != vocab:
             raise ValueError(f"pieces has {len(self.pieces)} entries but log_probs has vocab {vocab}")
-        emissions = log_probs.detach().to(device="cpu", dtype=torch.float32)
+        emissions = as_array(log_probs, np.float32)
         return [self._decode_one(emissions[i, :length]) for i, length in enumerate(valid)]
 
-    def _decode_one(self, log_probs: Tensor) -> DecodeResult:
+    def _decode_one(self, log_probs: np.ndarray) -> DecodeResult:
         """Decode one utterance's (frames, vocab) emissions, all frames valid; timed from here."""
         start = time.perf_counter()
         config = self.config

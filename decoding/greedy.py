@@ -6,14 +6,14 @@ beam search with beam width 1 and no language model must reproduce.
 
 from __future__ import annotations
 
-from torch import Tensor
+from typing import Any
 
-from decoding._inputs import check_blank_id, check_emissions
+from decoding._inputs import as_array, check_blank_id, check_emissions
 from decoding.paths import collapse_path
 
 
 def greedy_decode_with_timesteps(
-    log_probs: Tensor, lengths: Tensor, blank_id: int = 0
+    log_probs: Any, lengths: Any, blank_id: int = 0
 ) -> list[tuple[list[int], list[int]]]:
     """Decode each utterance and also return the frame at which each emitted token starts.
 
@@ -21,7 +21,8 @@ def greedy_decode_with_timesteps(
     which is what forced-alignment style consumers (word timings) expect.
 
     Args:
-        log_probs: (batch, frames, vocab) emissions; any monotone transform of probabilities works.
+        log_probs: (batch, frames, vocab) emissions (numpy or torch); any monotone transform of
+            probabilities works.
         lengths: (batch,) number of valid frames per utterance.
         blank_id: index of the CTC blank.
 
@@ -30,10 +31,10 @@ def greedy_decode_with_timesteps(
     """
     valid = check_emissions(log_probs, lengths)
     check_blank_id(blank_id, log_probs.shape[2])
-    best = log_probs.argmax(dim=-1).tolist()
+    best = as_array(log_probs).argmax(axis=-1).tolist()
     return [collapse_path(path[:length], blank_id) for path, length in zip(best, valid, strict=True)]
 
 
-def greedy_decode(log_probs: Tensor, lengths: Tensor, blank_id: int = 0) -> list[list[int]]:
+def greedy_decode(log_probs: Any, lengths: Any, blank_id: int = 0) -> list[list[int]]:
     """Decode each utterance to token ids by best path (see :func:`greedy_decode_with_timesteps`)."""
     return [tokens for tokens, _ in greedy_decode_with_timesteps(log_probs, lengths, blank_id)]

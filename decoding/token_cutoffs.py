@@ -1,8 +1,8 @@
-"""Per-frame token cutoffs, computed with tensor ops before the beam search loop starts.
+"""Per-frame token cutoffs, computed with array ops before the beam search loop starts.
 
 The cutoffs (top-n, cumulative probability, minimum log-prob, blank skipping) depend only on the frame's
 own distribution, never on the hypotheses, so they are vectorised over all frames at once and handed to
-the search as plain Python lists. That keeps torch out of the per-token hot loop, and it is also where the
+the search as plain Python lists. That keeps numpy out of the per-token hot loop, and it is also where the
 encoder's entropy turns into search work: a flatter frame keeps more tokens.
 """
 
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from torch import Tensor
+import numpy as np
+
+from decoding._inputs import as_array
 
 
 @dataclass(frozen=True)
@@ -32,7 +33,7 @@ class FramePlan:
 
 
 def plan_frames(
-    log_probs: Tensor,
+    log_probs: np.ndarray,
     *,
     blank_id: int,
     cutoff_top_n: int,
@@ -50,22 +51,23 @@ def plan_frames(
     skipped frames keep repeated tokens apart.
     """
     frames, vocab = log_probs.shape
-    values = log_probs.detach().to(device="cpu", dtype=torch.float64)
+    values = as_array(log_probs, np.float64)
     top = min(cutoff_top_n, vocab)
-    sorted_logps, sorted_ids = values.topk(top, dim=-1)
-    counts = torch.full((frames,), top, dtype=torch.long)
+    sorted_ids = np.argsort(-values, axis=-1, kind="stable")[:, :top]  # ties: the lower id first
+    sorted_logps = np.take_along_axis(values, sorted_ids, axis=-1)
+    counts = np.full(frames, top)
     if cutoff_prob < 1.0:
-        probs = sorted_logps.exp()
-        mass_before = probs.cumsum(dim=-1) - probs
-        counts = torch.minimum(counts, (mass_before < cutoff_prob).sum(dim=-1))
+        probs = np.exp(sorted_logps)
+        mass_before = np.cumsum(probs, axis=-1) - probs
+        counts = np.minimum(counts, (mass_before < cutoff_prob).sum(axis=-1))
     if token_min_logp is not None:
-        above = (sorted_logps >= token_min_logp).sum(dim=-1).clamp(min=1)
-        counts = torch.minimum(counts, above)
+        above = np.maximum((sorted_logps >= token_min_logp).sum(axis=-1), 1)
+        counts = np.minimum(counts, above)
     blank_logps = values[:, blank_id]
     if blank_skip_threshold is None:
         skipped = [False] * frames
     else:
-        skipped = (blank_logps.exp() > blank_skip_threshold).tolist()
+        skipped = (np.exp(blank_logps) > blank_skip_threshold).tolist()
 
     tokens: list[list[int]] = []
     logps: list[list[float]] = []
