@@ -1,7 +1,9 @@
 """Audio input: every file is read with soundfile, mixed to mono and resampled to the model's rate.
 
 torchaudio.load needs FFmpeg through torchcodec, which edge boxes and CI rarely have; soundfile
-(libsndfile) reads WAV/FLAC/OGG everywhere, and torchaudio does the resampling.
+(libsndfile) reads WAV/FLAC/OGG everywhere, and soxr (libsoxr, high quality) resamples. Nothing here
+needs torch, so that the device runtime reads audio as the host does; :func:`load_audio` hands the
+training code a tensor.
 """
 
 from __future__ import annotations
@@ -10,14 +12,17 @@ import logging
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import soundfile
-import torch
-import torchaudio.functional as AF
+import soxr
 
 from common.errors import AudioError
 from common.fileio import atomic_open
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger("speechprune")
 _TRUNCATED = re.compile(r"data\s*:\s*(\d+)\s*\(should be (\d+)\)")
@@ -33,6 +38,13 @@ def _warn_if_truncated(path: Path, info: soundfile._SoundFileInfo) -> None:
 
 
 def load_audio(path: str | os.PathLike, sample_rate: int) -> torch.Tensor:
+    """:func:`read_audio` as a torch tensor, for the training and evaluation code."""
+    import torch
+
+    return torch.from_numpy(read_audio(path, sample_rate))
+
+
+def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     """Read ``path`` as a mono float32 waveform at ``sample_rate``.
 
     Raises AudioError naming the file when it is missing, unreadable, empty or holds non-finite samples,
@@ -59,15 +71,15 @@ def _check_rate(path: Path, file_rate: int) -> None:
         raise AudioError(f"{path}: sample rate {file_rate} Hz is outside {RATE_RANGE[0]}-{RATE_RANGE[1]} Hz")
 
 
-def _to_model_rate(path: Path, samples: np.ndarray, file_rate: int, sample_rate: int) -> torch.Tensor:
+def _to_model_rate(path: Path, samples: np.ndarray, file_rate: int, sample_rate: int) -> np.ndarray:
     """(frames, channels) float32 samples -> mono waveform at ``sample_rate``; non-finite audio refused."""
     _check_rate(path, file_rate)
     if not np.isfinite(samples).all():
         raise AudioError(f"{path}: audio holds NaN or infinite samples")
-    waveform = torch.from_numpy(samples.mean(axis=1))
+    waveform = samples.mean(axis=1, dtype=np.float32)
     if file_rate != sample_rate:
-        waveform = AF.resample(waveform, orig_freq=file_rate, new_freq=sample_rate)
-    return waveform.contiguous()
+        waveform = soxr.resample(waveform, file_rate, sample_rate, quality="HQ")  # float32 in, float32 out
+    return np.ascontiguousarray(waveform)
 
 
 class AudioSpans:
@@ -99,7 +111,7 @@ class AudioSpans:
     def seconds(self) -> float:
         return self.file_frames / self.file_rate
 
-    def read(self, start: int, end: int) -> torch.Tensor:
+    def read(self, start: int, end: int) -> np.ndarray:
         """Samples [start, end) at the model's rate (clipped to the file)."""
         first = max(0, int(round(start * self.file_rate / self.sample_rate)))
         last = min(self.file_frames, int(round(end * self.file_rate / self.sample_rate)))
@@ -127,7 +139,7 @@ def audio_duration(path: str | os.PathLike) -> float:
 
 def write_wav(path: str | os.PathLike, waveform: np.ndarray | torch.Tensor, sample_rate: int) -> None:
     """Write 16-bit PCM WAV atomically (the corpus builder may be interrupted and resumed)."""
-    if isinstance(waveform, torch.Tensor):
+    if hasattr(waveform, "detach"):  # a tensor
         waveform = waveform.detach().cpu().numpy()
     clipped = np.clip(np.asarray(waveform, dtype=np.float32), -1.0, 1.0)
     with atomic_open(path, "wb") as handle:

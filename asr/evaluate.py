@@ -13,9 +13,8 @@ from tqdm import tqdm
 
 from asr.audio import load_audio
 from asr.data.manifest import Utterance, read_manifest
-from asr.inference import Transcriber
 from asr.metrics import ErrorCounts, error_counts
-from asr.models.lstm_ctc import count_parameters
+from asr.transcriber import Transcriber
 from common.errors import AudioError
 from common.fileio import write_csv, write_json
 from common.measure import percentile
@@ -122,6 +121,6 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "decoder": "greedy",
         "threads": threads,
         "batch_size": batch_size,
-        "parameters": count_parameters(transcriber.recognizer.encoder),
+        "parameters": transcriber.encoder.parameters,
         "sample_rate": transcriber.sample_rate,
     }

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from asr.checkpoint import load_model, model_digest
+from asr.models.lstm_ctc import count_parameters
 from asr.onnx_model import EXPORT_FORMAT, EXPORT_VERSION, MANIFEST_NAME, file_sha256
 from common.errors import SpeechpruneError
 from common.fileio import atomic_open, write_json
@@ -77,6 +78,7 @@ def export_model(model_path: str | os.PathLike, out_dir: str | os.PathLike, int8
         "blank_id": loaded.tokenizer.blank_id,
         "frame_seconds": recognizer.features.config.hop_ms / 1000 * recognizer.encoder.config.subsampling,
         "widths": recognizer.encoder.config.lstm_hidden,
+        "parameters": count_parameters(recognizer.encoder),
         "opset": OPSET,
         "filterbank": {"file": "mel_filterbank.npy", "sha256": file_sha256(out_dir / "mel_filterbank.npy")},
         "encoders": {k: {"file": v, "sha256": file_sha256(out_dir / v)} for k, v in files.items()},

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,21 @@ class ExportedModel:
         self.session = onnxruntime.InferenceSession(
             str(self.folder / encoders[precision]["file"]), options, providers=["CPUExecutionProvider"]
         )
+
+    @property
+    def parameters(self) -> int | None:
+        """The encoder's parameter count as exported (None for exports made before it was recorded)."""
+        value = self.manifest.get("parameters")
+        return None if value is None else int(value)
+
+    @property
+    def frame_stride(self) -> int:
+        """Samples per encoder output frame (hop x time subsampling)."""
+        return int(round(self.frame_seconds * self.sample_rate))
+
+    def encode(self, waveforms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """(frames, units) log-probabilities of each waveform, one onnxruntime run each (no padding)."""
+        return [self.log_probs(np.asarray(w, dtype=np.float32)) for w in waveforms]
 
     def log_probs(self, waveform: np.ndarray) -> np.ndarray:
         """(frames, units) log-probabilities of one mono float32 waveform at the model's rate."""

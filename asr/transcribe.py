@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+import numpy as np
 
 from asr.audio import AudioSpans
-from asr.inference import GREEDY, Transcriber, Transcript
+from asr.transcriber import GREEDY, Transcriber, Transcript
 from common.errors import AudioError, SpeechpruneError
 from common.units import WORD_BOUNDARY
 from decoding.backends import DecoderSettings
@@ -114,7 +114,7 @@ def word_timings(
 
 
 class FileTranscriber:
-    """Reads files and hands their waveforms to a :class:`asr.inference.Transcriber` batch by batch."""
+    """Reads files and hands their waveforms to a :class:`asr.transcriber.Transcriber` batch by batch."""
 
     def __init__(
         self,
@@ -131,7 +131,7 @@ class FileTranscriber:
         self.transcriber = Transcriber(
             model_path, threads=threads, decoder=decoder, settings=settings, precision=precision
         )
-        self.pieces = self.transcriber.tokenizer.pieces
+        self.pieces = self.transcriber.pieces
         self.chunk_seconds, self.context_seconds = chunk_seconds, context_seconds
 
     def transcribe(self, paths: Sequence[Path], batch_size: int = 8) -> Iterator[FileTranscript | BadFile]:
@@ -139,7 +139,7 @@ class FileTranscriber:
         sample_rate = self.transcriber.sample_rate
         for start in range(0, len(paths), batch_size):
             chunk = paths[start : start + batch_size]
-            waveforms: dict[int, torch.Tensor] = {}
+            waveforms: dict[int, np.ndarray] = {}
             results: list[FileTranscript | BadFile | None] = [None] * len(chunk)
             for index, path in enumerate(chunk):
                 try:

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The device runtime (asr/onnx_model.py: onnxruntime + numpy, no torch) on an emulated arm64 userland:
-# Debian's arm64 Python and aarch64 wheels of onnxruntime and numpy, run under qemu-user-static, must
-# give the same transcripts as the x86 runtime on real utterances. Functional only: emulated timings mean
+# The device runtime (asr/transcriber.py over an export folder: the device extra's packages, no torch) on
+# an emulated arm64 userland: Debian's arm64 Python and aarch64 wheels of onnxruntime, numpy,
+# flashlight-text, soundfile and soxr, run under qemu-user-static, must give the same transcripts as the
+# x86 runtime on real utterances (greedy, and flashlight's beam search with LM=piece.arpa if given). Functional only: emulated timings mean
 # nothing, so none are printed. Needs root for apt (qemu-user-static, arm64 .debs); no chroot or binfmt.
 #
-#   bash bench/aarch64_check.sh recipes/fsdd_digits/exp/baseline/model.pt recipes/fsdd_digits/data/corpus/test.jsonl
+#   LM=recipes/fsdd_digits/data/lang/lm_piece3.arpa bash bench/aarch64_check.sh \
+#     recipes/fsdd_digits/exp/baseline/model.pt recipes/fsdd_digits/data/corpus/test.jsonl
 set -euo pipefail
 model=${1:?usage: aarch64_check.sh MODEL MANIFEST [COUNT]}
 manifest=${2:?usage: aarch64_check.sh MODEL MANIFEST [COUNT]}
@@ -29,16 +31,19 @@ if [[ ! -x "$root/rootfs/usr/bin/python3.11" ]]; then
     libncursesw6:arm64 libtinfo6:arm64 libreadline8:arm64 >/dev/null)
   for deb in "$root"/debs/*.deb; do dpkg -x "$deb" "$root/rootfs"; done
 fi
-if [[ ! -f "$root/site/onnxruntime-$ort_version.dist-info/METADATA" ]]; then
+if [[ ! -f "$root/site/onnxruntime-$ort_version.dist-info/METADATA" || ! -d "$root/site/flashlight" ]]; then
   rm -rf "$root/site" "$root/wheels" && mkdir -p "$root/site" "$root/wheels"
   "$python" -m pip download -q --dest "$root/wheels" --only-binary=:all: --python-version 3.11 \
     --implementation cp --platform manylinux_2_28_aarch64 --platform manylinux2014_aarch64 \
-    --platform manylinux_2_17_aarch64 "onnxruntime==$ort_version" "numpy<2"
+    --platform manylinux_2_17_aarch64 "onnxruntime==$ort_version" "numpy<2" flashlight-text soundfile soxr
   for wheel in "$root"/wheels/*.whl; do "$python" -m zipfile -e "$wheel" "$root/site"; done
 fi
 
 work=$(mktemp -d)
-PYTHONPATH="$repo" "$python" "$repo/bench/aarch64_check.py" prepare "$model" "$manifest" --count "$count" --out "$work"
+lm_args=()
+[[ -n "${LM:-}" ]] && lm_args=(--lm "$LM")
+PYTHONPATH="$repo" "$python" "$repo/bench/aarch64_check.py" prepare "$model" "$manifest" --count "$count" \
+  --out "$work" "${lm_args[@]}"
 status=0
 PYTHONPATH="$root/site:$repo" PYTHONHOME="$root/rootfs/usr" qemu-aarch64-static -L "$root/rootfs" \
   "$root/rootfs/usr/bin/python3.11" "$repo/bench/aarch64_check.py" run "$work" || status=$?

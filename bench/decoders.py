@@ -24,8 +24,9 @@ import torch
 from tqdm import tqdm
 
 from asr.checkpoint import load_model
-from asr.inference import DecoderSteps, encode_batched, load_evaluation_audio, stack_emissions
+from asr.inference import encode_batched, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
+from asr.timing import DecoderSteps
 from common.fileio import write_json
 from common.measure import interleaved
 from decoding.backends import DecoderSettings, available_backends, make_decoder

@@ -23,16 +23,10 @@ import torch
 
 from asr.checkpoint import load_model
 from asr.export import export_model
-from asr.inference import (
-    DecoderSteps,
-    encode_each,
-    encoder_steps,
-    exported_steps,
-    load_evaluation_audio,
-    stack_emissions,
-)
+from asr.inference import encode_each, encoder_steps, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from asr.onnx_model import ExportedModel
+from asr.timing import DecoderSteps, exported_steps
 from common.measure import device_tags, interleaved
 from decoding.backends import DecoderSettings, make_decoder
 from decoding.entropy import entropy_report

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from asr.audio import load_audio
+from asr.audio import read_audio
 from asr.data.manifest import read_manifest
 
 RATE = 16000
@@ -39,7 +39,7 @@ def write_long_file(path: Path, manifest: Path, minutes: float) -> float:
     """Repeat the manifest's speech (0.3 s pauses between utterances) to ``minutes``, block by block."""
     speech = []
     for utterance in read_manifest(manifest)[:50]:
-        speech += [load_audio(utterance.audio_filepath, RATE).numpy(), np.zeros(int(0.3 * RATE), np.float32)]
+        speech += [read_audio(utterance.audio_filepath, RATE), np.zeros(int(0.3 * RATE), np.float32)]
     block = np.concatenate(speech)
     total = int(minutes * 60 * RATE)
     with sf.SoundFile(path, "w", RATE, 1, subtype="PCM_16") as handle:

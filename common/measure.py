@@ -21,11 +21,10 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-
-import torch
 
 Round = Callable[[], Sequence[float]]
 """One timed step of a candidate: runs part of it (or all of it) once and returns each item's seconds."""
@@ -73,7 +72,7 @@ class Measurement:
     """One candidate's timings: a :class:`TimingSummary` per item, and where they were taken."""
 
     items: tuple[TimingSummary, ...]
-    threads: int
+    threads: int | None
 
     @property
     def mean_ms(self) -> float:
@@ -110,11 +109,16 @@ def interleaved(
     A candidate given as a sequence of steps has its items in step order; all such candidates must have
     the same number of steps. ``threads`` sets torch's intra-op threads first (None: leave as is,
     recorded as the current count). Every repeat of a candidate must return the same number of items.
+
+    torch is never imported here: the device runtime times onnxruntime sessions (which carry their own
+    thread count) on boards without torch; when the candidates use torch, it is already loaded.
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats must be >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    if threads is not None:
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None:
         torch.set_num_threads(threads)
+    recorded = threads if threads is not None or torch is None else torch.get_num_threads()
     steps = {name: [c] if callable(c) else list(c) for name, c in candidates.items()}
     counts = {len(s) for s in steps.values()}
     if len(counts) > 1 or 0 in counts:
@@ -137,7 +141,7 @@ def interleaved(
         if len(sizes) != 1 or 0 in sizes:
             raise ValueError(f"candidate {name!r} returned {sorted(sizes)} items across repeats")
         per_item = tuple(TimingSummary.from_seconds(list(values)) for values in zip(*rounds, strict=True))
-        results[name] = Measurement(per_item, torch.get_num_threads())
+        results[name] = Measurement(per_item, recorded)
     return results
 
 
@@ -155,11 +159,16 @@ def cpu_model() -> str:
 
 
 def device_tags(threads: int) -> dict[str, str | int]:
-    """What a latency row must carry to be comparable: machine, CPU, cores, threads, torch version."""
-    return {
+    """What a latency row must carry to be comparable: machine, CPU, cores, threads, and the versions of
+    the runtimes loaded (torch on the host, onnxruntime on a device)."""
+    tags: dict[str, str | int] = {
         "machine": platform.machine(),
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count() or 0,
         "threads": threads,
-        "torch": torch.__version__.split("+")[0],
     }
+    for runtime in ("torch", "onnxruntime"):
+        module = sys.modules.get(runtime)
+        if module is not None:
+            tags[runtime] = str(module.__version__).split("+")[0]
+    return tags

@@ -5,7 +5,8 @@ here record that work (:class:`SearchStats`) on every decode, and :mod:`decoding
 flattening itself on the emissions.
 
 Names are imported from their modules on first use, so that the plain-Python parts (``decoding.paths``)
-load without torch, as the device runtime needs.
+load fast; nothing here needs torch except the entropy statistics (:mod:`decoding.entropy`, a training
+loss too) and ctcdecode's backend, so the device runtime decodes without it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ _SOURCES = {
     "LanguageModel": "lm",
     "SearchStats": "search_stats",
     "aggregate_stats": "search_stats",
+    "as_array": "_inputs",
     "available_backends": "backends",
     "build_arpa": "arpa",
     "entropy_report": "entropy",

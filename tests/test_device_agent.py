@@ -12,15 +12,18 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is part of the dev extra")
 
 from asr.checkpoint import load_model  # noqa: E402
+from asr.data.manifest import read_manifest  # noqa: E402
 from asr.export import export_model  # noqa: E402
 from asr.inference import encode_each, load_evaluation_audio, stack_emissions  # noqa: E402
-from asr.onnx_model import file_sha256  # noqa: E402
+from asr.onnx_model import ExportedModel, file_sha256  # noqa: E402
 from common.errors import SpeechpruneError  # noqa: E402
+from decoding.arpa import build_arpa  # noqa: E402
 from decoding.backends import DecoderSettings, make_decoder  # noqa: E402
 from speechprune.device.agent import Agent  # noqa: E402
 from speechprune.search.targets import RemoteTarget, TimingJob  # noqa: E402
@@ -137,3 +140,35 @@ def test_a_remote_target_measures_exported_models_on_the_agent(agent, base_model
     # int8 emissions decoded greedily on the board: the same words as float32 torch for (nearly) all
     same = sum(a == b.text for a, b in zip(measured["b"].texts, greedy, strict=True))
     assert same >= len(greedy) - 1
+
+
+def test_the_decoders_lm_travels_with_the_job_and_board_paths_are_refused(
+    agent, base_model, tiny_corpus, tmp_path
+):
+    """flashlight with a piece LM measured on the agent decodes what the same decoder decodes locally on
+    the same exported emissions; a settings path (a file of the board's) is refused."""
+    url, _ = agent
+    model = load_model(base_model)
+    texts = [u.text for u in read_manifest(tiny_corpus["train"])]
+    lm = tmp_path / "piece3.arpa"
+    build_arpa(texts, 3, lm, unit="piece", tokenizer=model.tokenizer)
+    settings = DecoderSettings(beam_width=8, beam_threshold=10.0, lm_path=lm, lm_unit="piece", alpha=0.5)
+    target = RemoteTarget(url, TOKEN, tiny_corpus["valid"], 6, 8000, repeats=1, warmup=0)
+    measured = target.measure({"lm": TimingJob(Path(base_model), "flashlight", settings)})["lm"]
+    exported = ExportedModel(export_model(base_model, tmp_path / "export").parent)
+    audio = load_evaluation_audio(tiny_corpus["valid"], 8000, 6)
+    emissions = [exported.log_probs(w.numpy()) for w in audio.waveforms]
+    decoder = make_decoder("flashlight", exported.pieces, settings)
+    local = [decoder(e[None], np.array([e.shape[0]]))[0].text for e in emissions]
+    assert measured.texts == local and measured.latency.decoder_ms > 0
+
+    folder = tmp_path / "export"
+    job = {
+        "export": {f.name: base64.b64encode(f.read_bytes()).decode() for f in folder.iterdir()},
+        "backend": "flashlight",
+        "settings": {"lm_path": "/etc/passwd", "lm_unit": "piece", "alpha": 0.5},
+    }
+    audio_b64 = [base64.b64encode(audio.waveforms[0].numpy().tobytes()).decode()]
+    request = {"jobs": {"x": job}, "audio": audio_b64, "sample_rate": 8000}
+    status, answer = _post(url, json.dumps(request).encode())
+    assert status == 400 and "send the file" in answer["error"]

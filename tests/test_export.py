@@ -5,6 +5,8 @@ is refused."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -86,6 +88,46 @@ def test_transcribe_runs_an_export_folder_like_the_model(
     assert texts(str(exported), "--decoder", "own", "--beam-width", "4") == torch_texts
     assert len(texts(str(exported), "--precision", "int8")) == len(wavs)
     capsys.readouterr()
+
+
+# Run in a fresh interpreter where torch, torchaudio and lightning cannot be imported (as on a board with
+# only `pip install 'speechprune[device]'`): the CLI transcribes an export folder, the agent's measurement
+# runs, and neither loads torch.
+NO_TORCH = """
+import json, sys
+for name in ("torch", "torchaudio", "lightning"):
+    sys.modules[name] = None
+from speechprune.cli import main
+export, out, *wavs = sys.argv[1:]
+code = main(["transcribe", export, *wavs, "--decoder", "flashlight", "--beam-width", "8",
+             "--format", "jsonl", "--out", out])
+import base64, soundfile
+from speechprune.device.agent import measure_request
+from pathlib import Path
+files = {f.name: base64.b64encode(f.read_bytes()).decode() for f in Path(export).iterdir()}
+audio = [base64.b64encode(soundfile.read(w, dtype="float32")[0].tobytes()).decode() for w in wavs]
+job = {"export": files, "backend": "own", "settings": {"beam_width": 4}, "precision": "int8"}
+answer = measure_request({"jobs": {"a": job}, "audio": audio, "sample_rate": 8000, "repeats": 1}, 1)
+print(json.dumps({"code": code, "agent_texts": answer["jobs"]["a"]["texts"],
+                  "loaded": sorted(m for m in ("torch", "torchaudio", "lightning") if sys.modules.get(m))}))
+"""
+
+
+def test_the_device_runtime_runs_without_torch(exported, tiny_corpus, tmp_path):
+    wavs = [u.audio_filepath for u in read_manifest(tiny_corpus["test"])[:4]]
+    out = tmp_path / "board.jsonl"
+    completed = subprocess.run(
+        [sys.executable, "-c", NO_TORCH, str(exported), str(out), *wavs],
+        capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0 and result["loaded"] == [] and len(result["agent_texts"]) == len(wavs)
+    board = [json.loads(line)["text"] for line in out.read_text().splitlines()]
+    host = out.with_name("host.jsonl")
+    options = ["--decoder", "flashlight", "--beam-width", "8", "--format", "jsonl", "--out", str(host)]
+    assert main(["transcribe", str(exported), *wavs, *options]) == 0
+    assert board == [json.loads(line)["text"] for line in host.read_text().splitlines()]
 
 
 def test_a_damaged_export_folder_is_refused(exported, tmp_path):

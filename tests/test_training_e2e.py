@@ -21,11 +21,11 @@ from asr.checkpoint import load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.data.sampler import BucketBatchSampler
-from asr.inference import Transcriber
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import count_parameters
 from asr.tokenizer import Tokenizer
 from asr.training import train
+from asr.transcriber import Transcriber
 from speechprune.cli import main
 from tests.conftest import tiny_config, tiny_module, write_bad_audio_files
 

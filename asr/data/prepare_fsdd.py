@@ -20,7 +20,7 @@ import torch
 import torchaudio.functional as AF
 from tqdm import tqdm
 
-from asr.audio import audio_duration, load_audio, write_wav
+from asr.audio import audio_duration, read_audio, write_wav
 from asr.data.connected import CompositionConfig, UtterancePlan, plan_split, render, render_plan, stable_seed
 from asr.data.fsdd import DIGIT_WORDS, Recording, SplitRule, list_recordings
 from asr.data.manifest import Utterance, write_manifest
@@ -74,7 +74,7 @@ def prepare_fsdd_corpus(
     out_dir = Path(out_dir)
     _check_same_settings(out_dir / "corpus.json", config)
     plans = plan_corpus(list_recordings(fsdd_dir), config)
-    load_word = lru_cache(maxsize=None)(lambda path: load_audio(path, config.sample_rate).numpy())
+    load_word = lru_cache(maxsize=None)(lambda path: read_audio(path, config.sample_rate))
     manifests = {}
     for split, split_plans in plans.items():
         utterances = []

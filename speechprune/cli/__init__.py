@@ -17,6 +17,20 @@ from common.signals import install_sigterm_handler
 from speechprune.cli import data, decoding, device, search, study, training
 
 COMMAND_GROUPS = (data, training, decoding, study, search, device)
+# The extras of pyproject.toml that provide each optional import (the base install runs export folders).
+EXTRA_OF_MODULE = {
+    "torch": "train",
+    "torchaudio": "train",
+    "lightning": "train",
+    "sentencepiece": "train",
+    "jiwer": "train",
+    "matplotlib": "train",
+    "espeakng_loader": "train",
+    "kenlm": "train",
+    "onnx": "export",
+    "onnxruntime": "device",
+    "flashlight": "device",
+}
 DESCRIPTION = (
     "Decoder-aware structured pruning of CTC speech recognizers: prepare data, train, prune, decode, "
     "measure the encoder/decoder trade-off and report it."
@@ -55,6 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"speechprune {args.command}: interrupted{hint}", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as error:
+        module = (error.name or "").split(".")[0]
+        if module not in EXTRA_OF_MODULE:
+            raise
+        extra = EXTRA_OF_MODULE[module]
+        print(
+            f"speechprune {args.command}: error: needs {module}, which this install lacks: "
+            f"pip install 'speechprune[{extra}]'",
+            file=sys.stderr,
+        )
+        return 2
 
 
 if __name__ == "__main__":

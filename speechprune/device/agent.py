@@ -11,10 +11,15 @@ It is a network service, so it is deliberately narrow:
 - one measurement runs at a time (a lock), so two clients never time each other;
 - every failure is an HTTP status with a one-line JSON error, and the agent goes on serving.
 
-``POST /measure`` takes ``{"jobs": {name: {"export": {file: base64}, "backend": str, "settings": {...}}},
+``POST /measure`` takes ``{"jobs": {name: {"export": {file: base64}, "backend": str, "settings": {...},
+"lm": base64, "lexicon": base64}},
 "audio": [base64 float32, ...], "sample_rate": int, "threads": int, "repeats": int, "warmup": int}`` and
 answers ``{"jobs": {name: {"encoder_ms", "decoder_ms", "audio_seconds_mean", "texts"}}, "device": {...}}``
-(the same answer as the local worker's). ``GET /describe`` answers the device's description.
+(the same answer as the local worker's). ``GET /describe`` answers the device's description. The
+decoder's LM (ARPA or KenLM binary) and lexicon, when its settings use them, come in the job as files; a
+path in the settings is refused, so a client never makes the agent read a file of the board's.
+
+Nothing here imports torch: a board runs the agent with ``pip install 'speechprune[device]'``.
 """
 
 from __future__ import annotations
@@ -32,16 +37,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from asr.inference import DecoderSteps, exported_steps
 from asr.onnx_model import MANIFEST_NAME, ExportedModel
+from asr.timing import DecoderSteps, exported_steps
 from common.errors import SpeechpruneError
 from common.measure import device_tags, interleaved
 from decoding.backends import DecoderSettings, make_decoder
 
 MAX_REQUEST_BYTES = 256 * 1024 * 1024
 EXPORT_FILES = {MANIFEST_NAME, "encoder.onnx", "encoder.int8.onnx", "mel_filterbank.npy"}
+DECODER_FILES = {"lm": "lm_path", "lexicon": "lexicon_path"}  # job key -> the DecoderSettings field it fills
 
 
 class RequestError(Exception):
@@ -57,6 +62,23 @@ def _decode(text: Any, what: str) -> bytes:
         return base64.b64decode(str(text), validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(HTTPStatus.BAD_REQUEST, f"{what}: not base64") from None
+
+
+def _decoder_settings(name: str, job: dict[str, Any], folder: Path) -> DecoderSettings:
+    """The job's decoder settings, with its uploaded LM and lexicon written to ``folder``."""
+    options = dict(job.get("settings") or {})
+    for key, field in DECODER_FILES.items():
+        if options.get(field) is not None:
+            message = f"job {name!r}: {field} names a path; send the file as the job's {key!r}"
+            raise RequestError(HTTPStatus.BAD_REQUEST, message)
+        if key in job:
+            path = folder / f"decoder_{key}"
+            path.write_bytes(_decode(job[key], f"job {name!r} {key}"))
+            options[field] = path
+    try:
+        return DecoderSettings(**options)
+    except (TypeError, ValueError) as error:
+        raise RequestError(HTTPStatus.BAD_REQUEST, f"job {name!r}: decoder settings: {error}") from None
 
 
 def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]:
@@ -95,14 +117,15 @@ def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]
                     raise SpeechpruneError(
                         f"model rate {models[name].sample_rate} Hz, audio {sample_rate} Hz"
                     )
-                settings[name] = (str(job["backend"]), DecoderSettings(**dict(job.get("settings") or {})))
+                settings[name] = (str(job["backend"]), _decoder_settings(name, job, folder))
             except SpeechpruneError as error:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"job {name!r}: {error}") from None
+            except RequestError:
+                raise
             except Exception as error:  # onnxruntime rejects a malformed graph with its own exception types
                 raise RequestError(
                     HTTPStatus.BAD_REQUEST, f"job {name!r}: unusable model ({type(error).__name__})"
                 ) from None
-        torch.set_num_threads(threads)
         encoders = interleaved(
             {name: exported_steps(model, waveforms) for name, model in models.items()},
             repeats=repeats,
@@ -110,7 +133,7 @@ def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]
         )
         decoders = {}
         for name, model in models.items():
-            emissions = [torch.from_numpy(model.log_probs(w)) for w in waveforms]
+            emissions = model.encode(waveforms)
             backend, options = settings[name]
             try:
                 decoders[name] = DecoderSteps(make_decoder(backend, model.pieces, options), emissions)

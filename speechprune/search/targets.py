@@ -36,10 +36,12 @@ from typing import Any
 import torch
 
 from asr.checkpoint import load_model
-from asr.inference import DecoderSteps, encode_each, encoder_steps, load_evaluation_audio
+from asr.inference import encode_each, encoder_steps, load_evaluation_audio
+from asr.timing import DecoderSteps
 from common.errors import SpeechpruneError
 from common.measure import device_tags, interleaved
 from decoding.backends import DecoderSettings, make_decoder
+from speechprune.device.agent import DECODER_FILES
 
 
 @dataclass(frozen=True)
@@ -321,10 +323,17 @@ class RemoteTarget(LatencyTarget):
                 folder = export_model(
                     job.model_path, Path(scratch) / f"job{index}", int8=self.precision == "int8"
                 ).parent
+                settings = settings_to_dict(job.settings)
+                files = {}  # the decoder's LM and lexicon travel with the job: the board has no copies
+                for key, field in DECODER_FILES.items():
+                    if settings[field] is not None:
+                        files[key] = base64.b64encode(Path(settings[field]).read_bytes()).decode()
+                        settings[field] = None
                 request["jobs"][name] = {
                     "export": {f.name: base64.b64encode(f.read_bytes()).decode() for f in folder.iterdir()},
                     "precision": self.precision,
                     "backend": job.backend,
-                    "settings": settings_to_dict(job.settings),
+                    "settings": settings,
+                    **files,
                 }
         return parse_response(json.dumps(self._call("POST", "/measure", request)))

@@ -25,10 +25,11 @@ import torch
 from tqdm import tqdm
 
 from asr.checkpoint import LoadedModel, load_model, save_model
-from asr.inference import DecoderSteps, EvaluationAudio, ctc_loss, encode_batched, stack_emissions
+from asr.inference import EvaluationAudio, ctc_loss, encode_batched, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import LSTMCTCEncoder
 from asr.recognizer import SpeechRecognizer
+from asr.timing import DecoderSteps
 from common.errors import SpeechpruneError
 from common.measure import interleaved
 from decoding.backends import DecoderSettings, make_decoder
