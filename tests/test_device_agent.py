@@ -26,7 +26,7 @@ from common.errors import SpeechpruneError  # noqa: E402
 from decoding.arpa import build_arpa  # noqa: E402
 from decoding.backends import DecoderSettings, make_decoder  # noqa: E402
 from speechprune.device.agent import Agent  # noqa: E402
-from speechprune.search.targets import RemoteTarget, TimingJob  # noqa: E402
+from speechprune.search.targets import LocalTarget, RemoteTarget, TimingJob  # noqa: E402
 
 TOKEN = "a-long-enough-test-token"
 
@@ -121,7 +121,7 @@ def test_a_remote_target_measures_exported_models_on_the_agent(agent, base_model
     url, _ = agent
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
-    target = RemoteTarget(url, TOKEN, tiny_corpus["valid"], 6, 8000, repeats=1, warmup=0, precision="int8")
+    target = RemoteTarget(url, TOKEN, tiny_corpus["valid"], 6, 8000, repeats=1, warmup=0, runtime="onnx-int8")
     assert target.describe()["kind"] == "remote" and target.describe()["threads"] == 1
     settings = DecoderSettings(beam_width=4)
     measured = target.measure(
@@ -172,3 +172,17 @@ def test_the_decoders_lm_travels_with_the_job_and_board_paths_are_refused(
     request = {"jobs": {"x": job}, "audio": audio_b64, "sample_rate": 8000}
     status, answer = _post(url, json.dumps(request).encode())
     assert status == 400 and "send the file" in answer["error"]
+
+
+def test_the_local_target_times_exports_as_the_agent_does(agent, base_model, tiny_corpus):
+    """runtime onnx on this machine (a worker process) and on the agent: the same texts from the same
+    exported emissions; the latencies themselves are compared by bench/remote_vs_local.py."""
+    url, _ = agent
+    jobs = {"own": TimingJob(Path(base_model), "own", DecoderSettings(beam_width=4))}
+    local = LocalTarget(tiny_corpus["valid"], 6, 8000, repeats=1, warmup=0, runtime="onnx").measure(jobs)
+    remote = RemoteTarget(url, TOKEN, tiny_corpus["valid"], 6, 8000, repeats=1, warmup=0).measure(jobs)
+    assert local["own"].texts == remote["own"].texts and len(local["own"].texts) == 6
+    assert local["own"].latency.encoder_ms > 0 and remote["own"].latency.encoder_ms > 0
+    assert LocalTarget(tiny_corpus["valid"], 6, 8000).describe()["runtime"] == "torch"
+    with pytest.raises(SpeechpruneError, match="a board runs exports"):
+        RemoteTarget(url, TOKEN, tiny_corpus["valid"], 6, 8000, runtime="torch")

@@ -13,7 +13,8 @@ from asr.checkpoint import load_model
 from asr.inference import encode_each, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import count_parameters
-from decoding.backends import make_decoder
+from common.errors import SpeechpruneError
+from decoding.backends import DecoderSettings, make_decoder
 from decoding.entropy import entropy_report
 from pruning.job import prune
 from speechprune.cli import main
@@ -194,6 +195,48 @@ def check_study(study_rows, models, specs, tiny_corpus, tmp_path: Path) -> None:
     )
     assert f"{100 * by_model['unpruned']['wer']:.2f}%" in unpruned_own
     assert "mnp-ent1-s50" in summary
+
+
+def test_a_study_runs_every_model_on_torch_and_its_onnx_exports(
+    tiny_corpus, base_model, pruning_run, tmp_path
+):
+    """int8 rows beside the torch ones: the exported float32 model decodes like torch, int8 close to it;
+    ratios stay relative to the unpruned torch model; encoder times pool per (shape, runtime)."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime is part of the dev extra")
+    snapshot = next((pruning_run / "snapshots").glob("*.pt"))
+    models = collect_models(base_model, [pruning_run], [snapshot], runtimes=["torch", "onnx", "onnx-int8"])
+    labels = [m.label for m in models]
+    assert labels[:4] == ["unpruned", "mnp-ent1-s25", "mnp-ent1-s50", snapshot.stem]
+    assert labels[4] == "unpruned@onnx" and labels[-1] == f"{snapshot.stem}@onnx-int8" and len(labels) == 12
+    specs = {"own": ("own", DecoderSettings(beam_width=4, beam_threshold=8.0))}
+    threads = torch.get_num_threads()
+    try:
+        rows = {
+            r.model: r
+            for r in run_study(models, tiny_corpus["test"], specs, decode_limit=6, repeats=1, threads=(1,))
+        }
+    finally:
+        torch.set_num_threads(threads)
+    for label in ("unpruned", "mnp-ent1-s50"):
+        torch_row, fp32, int8 = rows[label], rows[f"{label}@onnx"], rows[f"{label}@onnx-int8"]
+        assert fp32.wer == torch_row.wer and abs(int8.wer - torch_row.wer) <= 0.1  # 6 short utterances
+        assert (
+            fp32.runtime == "onnx"
+            and int8.runtime == "onnx-int8"
+            and int8.encoder_shape == torch_row.encoder_shape
+        )
+        assert int8.search["extensions_per_frame"] > 0 and int8.encoder_ms[1] > 0
+        assert int8.encoder_speedup[1] == pytest.approx(
+            rows["unpruned"].encoder_ms[1] / int8.encoder_ms[1], abs=1e-4
+        )
+    assert rows["unpruned"].is_reference and not rows["unpruned@onnx-int8"].is_reference
+    assert rows["unpruned@onnx"].decoder_slowdown == pytest.approx(
+        rows["unpruned@onnx"].decoder_ms / rows["unpruned"].decoder_ms, abs=1e-4
+    )
+    write_report(list(rows.values()), tmp_path / "report")
+    assert "unpruned@onnx-int8" in (tmp_path / "report" / "summary.md").read_text()
+    with pytest.raises(SpeechpruneError, match="choose from"):
+        collect_models(base_model, [], runtimes=["tflite"])
 
 
 def test_report_names_a_folder_without_results(tmp_path, capsys):

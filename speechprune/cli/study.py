@@ -12,6 +12,9 @@ from speechprune.cli.options import finite_float, non_negative_float, output_dir
 
 def _study(args: argparse.Namespace) -> int:
     from speechprune.study.models import collect_models
+
+    if not args.runs and not args.models:
+        raise SpeechpruneError("give pruning runs (--runs) or model files (--models) to compare")
     from speechprune.study.report import write_report, write_results
     from speechprune.study.run import run_study
     from speechprune.study.tuning import decoder_specs
@@ -24,7 +27,7 @@ def _study(args: argparse.Namespace) -> int:
         raise SpeechpruneError(f"{args.decoders}: not a tune-decoder result ({error})") from None
     wide = args.wide_threshold or None
     specs = decoder_specs(tuned, args.lm, args.alpha, args.beta, wide)
-    models = collect_models(args.baseline, args.runs)
+    models = collect_models(args.baseline, args.runs, args.models, args.runtimes)
     rows = run_study(
         models,
         args.manifest,
@@ -52,12 +55,23 @@ def register(commands: argparse._SubParsersAction) -> None:
     study = commands.add_parser(
         "study",
         help="WER, search size and encoder/decoder/end-to-end latency of pruned models",
-        description="Measures the unpruned model and every snapshot of the given pruning runs with every "
-        "decoder configuration; writes results.csv/json, PNG plots and summary.md to --out.",
+        description="Measures the unpruned model, every snapshot of the given pruning runs and the given "
+        "model files with every decoder configuration, on each runtime; writes results.csv/json, PNG plots "
+        "and summary.md to --out.",
     )
     study.add_argument("--baseline", type=Path, required=True, help="the unpruned model.pt")
     study.add_argument(
-        "--runs", type=Path, nargs="+", required=True, help="pruning run folders (EXP_DIR of prune)"
+        "--runs", type=Path, nargs="+", default=[], help="pruning run folders (EXP_DIR of prune)"
+    )
+    study.add_argument(
+        "--models", type=Path, nargs="+", default=[], help="more model files (e.g. a search's picks)"
+    )
+    study.add_argument(
+        "--runtimes",
+        nargs="+",
+        default=["torch"],
+        help="run every model on these: torch, and its ONNX export in float32 (onnx) / int8 (onnx-int8) "
+        "through onnxruntime, as a board runs it (default: torch)",
     )
     study.add_argument("--manifest", type=Path, required=True, help="test manifest (decoded and timed)")
     study.add_argument(

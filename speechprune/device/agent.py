@@ -31,6 +31,7 @@ import ipaddress
 import json
 import tempfile
 import threading
+from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -42,7 +43,7 @@ from asr.onnx_model import MANIFEST_NAME, ExportedModel
 from asr.timing import DecoderSteps, exported_steps
 from common.errors import SpeechpruneError
 from common.measure import device_tags, interleaved
-from decoding.backends import DecoderSettings, make_decoder
+from decoding.backends import DecoderBackend, DecoderSettings, make_decoder
 
 MAX_REQUEST_BYTES = 256 * 1024 * 1024
 EXPORT_FILES = {MANIFEST_NAME, "encoder.onnx", "encoder.int8.onnx", "mel_filterbank.npy"}
@@ -98,7 +99,7 @@ def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]
     if any(w.size == 0 or not np.isfinite(w).all() for w in waveforms):
         raise RequestError(HTTPStatus.BAD_REQUEST, "audio: empty or non-finite waveform")
     with tempfile.TemporaryDirectory(prefix="speechprune-agent-") as scratch:
-        models, settings = {}, {}
+        models, decoders = {}, {}
         for name, job in jobs.items():
             folder = Path(scratch) / f"job{len(models)}"
             folder.mkdir()
@@ -117,7 +118,8 @@ def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]
                     raise SpeechpruneError(
                         f"model rate {models[name].sample_rate} Hz, audio {sample_rate} Hz"
                     )
-                settings[name] = (str(job["backend"]), _decoder_settings(name, job, folder))
+                settings = _decoder_settings(name, job, folder)
+                decoders[name] = make_decoder(str(job["backend"]), models[name].pieces, settings)
             except SpeechpruneError as error:
                 raise RequestError(HTTPStatus.BAD_REQUEST, f"job {name!r}: {error}") from None
             except RequestError:
@@ -126,32 +128,37 @@ def measure_request(request: dict[str, Any], threads_cap: int) -> dict[str, Any]
                 raise RequestError(
                     HTTPStatus.BAD_REQUEST, f"job {name!r}: unusable model ({type(error).__name__})"
                 ) from None
-        encoders = interleaved(
-            {name: exported_steps(model, waveforms) for name, model in models.items()},
-            repeats=repeats,
-            warmup=warmup,
-        )
-        decoders = {}
-        for name, model in models.items():
-            emissions = model.encode(waveforms)
-            backend, options = settings[name]
-            try:
-                decoders[name] = DecoderSteps(make_decoder(backend, model.pieces, options), emissions)
-            except SpeechpruneError as error:
-                raise RequestError(HTTPStatus.BAD_REQUEST, f"job {name!r}: {error}") from None
-        decoder_times = interleaved(decoders, repeats=repeats, warmup=warmup)
-    audio_seconds = float(np.mean([w.size for w in waveforms])) / sample_rate
+        answers = measure_exported(models, decoders, waveforms, repeats, warmup)
+    return {"jobs": answers, "device": device_tags(threads)}
+
+
+def measure_exported(
+    models: Mapping[str, ExportedModel],
+    decoders: Mapping[str, DecoderBackend],
+    waveforms: Sequence[Any],
+    repeats: int,
+    warmup: int,
+) -> dict[str, dict[str, Any]]:
+    """Per job: encoder latency of the exported model (the jobs interleaved utterance by utterance), then
+    decoder latency on that model's own emissions (interleaved alike), both per-utterance means in ms, and
+    the texts decoded while timed. The agent's answer and the local worker's for exported models."""
+    encoders = interleaved(
+        {name: exported_steps(model, waveforms) for name, model in models.items()},
+        repeats=repeats,
+        warmup=warmup,
+    )
+    steps = {name: DecoderSteps(decoders[name], model.encode(waveforms)) for name, model in models.items()}
+    decoder_times = interleaved(steps, repeats=repeats, warmup=warmup)
+    sample_rate = next(iter(models.values())).sample_rate if models else 1
+    audio_seconds = float(np.mean([np.asarray(w).size for w in waveforms])) / sample_rate
     return {
-        "jobs": {
-            name: {
-                "encoder_ms": encoders[name].mean_ms,
-                "decoder_ms": decoder_times[name].mean_ms,
-                "audio_seconds_mean": audio_seconds,
-                "texts": [r.text for r in decoders[name].decoded],
-            }
-            for name in models
-        },
-        "device": device_tags(threads),
+        name: {
+            "encoder_ms": encoders[name].mean_ms,
+            "decoder_ms": decoder_times[name].mean_ms,
+            "audio_seconds_mean": audio_seconds,
+            "texts": [r.text for r in steps[name].decoded],
+        }
+        for name in models
     }
 
 

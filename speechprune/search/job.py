@@ -24,7 +24,7 @@ from speechprune.search.state import SearchState, fingerprint
 from speechprune.search.targets import LatencyTarget, LocalTarget, RemoteTarget
 from speechprune.search.tree import LatencySearch
 
-TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup", "url", "token_file", "precision"}
+TARGET_KEYS = {"kind", "threads", "cores", "repeats", "warmup", "url", "token_file", "runtime"}
 SEARCH_SECTIONS = (*RUN_SECTIONS, "search", "decoder", "target", "regularizer")
 RESULTS_NAME = "search_results.json"
 # Search settings a rerun may change without invalidating the tree so far: it is extended (deeper, to
@@ -65,7 +65,7 @@ def make_target(section: dict[str, Any], search: SearchConfig, sample_rate: int)
             Path(search.calibration_manifest),
             search.calibration_limit,
             sample_rate,
-            precision=str(section.get("precision", "float32")),
+            runtime=str(section.get("runtime", "onnx")),
             **common,
         )
     if kind != "local":
@@ -75,6 +75,7 @@ def make_target(section: dict[str, Any], search: SearchConfig, sample_rate: int)
         search.calibration_limit,
         sample_rate,
         cores=section.get("cores"),
+        runtime=str(section.get("runtime", "torch")),
         **common,
     )
 

@@ -167,9 +167,13 @@ class LocalTarget(LatencyTarget):
         cores: list[int] | None = None,
         repeats: int = 3,
         warmup: int = 1,
+        runtime: str = "torch",
     ) -> None:
         if threads < 1 or repeats < 1 or warmup < 0:
             raise SpeechpruneError("target: threads and repeats must be >= 1, warmup >= 0")
+        if runtime not in RUNTIMES:
+            raise SpeechpruneError(f"target.runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
         if cores and not hasattr(os, "sched_setaffinity"):
             raise SpeechpruneError("target.cores: this platform cannot pin a process to cores")
         self.manifest = Path(manifest)
@@ -187,15 +191,20 @@ class LocalTarget(LatencyTarget):
         return {
             "kind": "local",
             **device_tags(self.threads),
+            "runtime": self.runtime,
             "cores": self.cores,
             "repeats": self.repeats,
             "utterances": self.utterances,
             "process": "fresh worker per measurement",
         }
 
-    def request(self, jobs: Mapping[str, TimingJob]) -> dict[str, Any]:
-        """The JSON request a worker (or a device agent) answers."""
+    def request(
+        self, jobs: Mapping[str, TimingJob], exports: Mapping[str, Path] | None = None
+    ) -> dict[str, Any]:
+        """The JSON request the worker answers; with an ONNX runtime, ``exports`` holds each job's export
+        folder (the worker then times onnxruntime, as the device agent does)."""
         return {
+            "runtime": self.runtime,
             "calibration": {
                 "manifest": str(self.manifest),
                 "limit": self.limit,
@@ -210,6 +219,7 @@ class LocalTarget(LatencyTarget):
                     "model": str(job.model_path),
                     "backend": job.backend,
                     "settings": settings_to_dict(job.settings),
+                    **({"export": str(exports[name])} if exports else {}),
                 }
                 for name, job in jobs.items()
             },
@@ -217,18 +227,38 @@ class LocalTarget(LatencyTarget):
 
     def measure(self, jobs: Mapping[str, TimingJob]) -> dict[str, Measured]:
         environment = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
-        completed = subprocess.run(
-            [sys.executable, "-m", "speechprune.search.worker"],
-            input=json.dumps(self.request(jobs)),
-            capture_output=True,
-            text=True,
-            env=environment,
-            check=False,
-        )
+        with tempfile.TemporaryDirectory(prefix="speechprune-export-") as scratch:
+            exports = None if self.runtime == "torch" else export_jobs(jobs, Path(scratch), self.runtime)
+            completed = subprocess.run(
+                [sys.executable, "-m", "speechprune.search.worker"],
+                input=json.dumps(self.request(jobs, exports)),
+                capture_output=True,
+                text=True,
+                env=environment,
+                check=False,
+            )
         if completed.returncode != 0:
             lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
             raise SpeechpruneError(f"latency worker failed: {lines[-1] if lines else completed.returncode}")
         return parse_response(completed.stdout)
+
+
+RUNTIMES = ("torch", "onnx", "onnx-int8")  # what a target times: the model file, or its export (fp32 / int8)
+
+
+def precision_of(runtime: str) -> str:
+    """The export's encoder an ONNX runtime name picks."""
+    return "int8" if runtime == "onnx-int8" else "float32"
+
+
+def export_jobs(jobs: Mapping[str, TimingJob], scratch: Path, runtime: str) -> dict[str, Path]:
+    """Each job's model exported (speechprune export, with int8 for onnx-int8) under ``scratch``."""
+    from asr.export import export_model  # onnx, only when an ONNX runtime is timed
+
+    return {
+        name: export_model(job.model_path, scratch / f"job{index}", int8=runtime == "onnx-int8").parent
+        for index, (name, job) in enumerate(jobs.items())
+    }
 
 
 def settings_to_dict(settings: DecoderSettings) -> dict[str, Any]:
@@ -271,12 +301,14 @@ class RemoteTarget(LatencyTarget):
         threads: int = 1,
         repeats: int = 3,
         warmup: int = 1,
-        precision: str = "float32",
+        runtime: str = "onnx",
         timeout_s: float = 600.0,
     ) -> None:
-        if precision not in ("float32", "int8"):
-            raise SpeechpruneError(f"target.precision {precision!r}: float32 or int8")
-        self.url, self.token, self.precision, self.timeout_s = url.rstrip("/"), token, precision, timeout_s
+        if runtime not in RUNTIMES[1:]:
+            raise SpeechpruneError(
+                f"target.runtime {runtime!r}: a board runs exports, {' or '.join(RUNTIMES[1:])}"
+            )
+        self.url, self.token, self.runtime, self.timeout_s = url.rstrip("/"), token, runtime, timeout_s
         self.sample_rate, self.threads, self.repeats, self.warmup = sample_rate, threads, repeats, warmup
         audio = load_evaluation_audio(manifest, sample_rate, limit)
         if not audio.waveforms:
@@ -304,12 +336,10 @@ class RemoteTarget(LatencyTarget):
             raise SpeechpruneError(f"device agent {self.url}: unreachable or garbled ({error})") from None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "remote", "url": self.url, "precision": self.precision, "repeats": self.repeats,
+        return {"kind": "remote", "url": self.url, "runtime": self.runtime, "repeats": self.repeats,
                 "utterances": len(self.audio), **self.device}  # fmt: skip
 
     def measure(self, jobs: Mapping[str, TimingJob]) -> dict[str, Measured]:
-        from asr.export import export_model  # the host side exports; the board only runs ONNX
-
         request: dict[str, Any] = {
             "audio": self.audio,
             "sample_rate": self.sample_rate,
@@ -319,10 +349,8 @@ class RemoteTarget(LatencyTarget):
             "jobs": {},
         }
         with tempfile.TemporaryDirectory(prefix="speechprune-export-") as scratch:
-            for index, (name, job) in enumerate(jobs.items()):
-                folder = export_model(
-                    job.model_path, Path(scratch) / f"job{index}", int8=self.precision == "int8"
-                ).parent
+            for name, folder in export_jobs(jobs, Path(scratch), self.runtime).items():
+                job = jobs[name]
                 settings = settings_to_dict(job.settings)
                 files = {}  # the decoder's LM and lexicon travel with the job: the board has no copies
                 for key, field in DECODER_FILES.items():
@@ -331,7 +359,7 @@ class RemoteTarget(LatencyTarget):
                         settings[field] = None
                 request["jobs"][name] = {
                     "export": {f.name: base64.b64encode(f.read_bytes()).decode() for f in folder.iterdir()},
-                    "precision": self.precision,
+                    "precision": precision_of(self.runtime),
                     "backend": job.backend,
                     "settings": settings,
                     **files,

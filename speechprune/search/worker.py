@@ -16,13 +16,26 @@ import sys
 from pathlib import Path
 
 from asr.inference import load_evaluation_audio
+from asr.onnx_model import ExportedModel
 from common.errors import SpeechpruneError
-from speechprune.search.targets import TimingJob, measure_jobs, pinned_to, settings_from_dict
+from decoding.backends import make_decoder
+from speechprune.device.agent import measure_exported
+from speechprune.search.targets import (
+    Latency,
+    Measured,
+    TimingJob,
+    measure_jobs,
+    pinned_to,
+    precision_of,
+    settings_from_dict,
+)
 
 
 def answer(request: dict) -> dict:
     """Measure the request's jobs; the answer's latencies are per-utterance means in ms."""
     calibration = request["calibration"]
+    threads, repeats, warmup = int(request["threads"]), int(request["repeats"]), int(request["warmup"])
+    runtime = str(request.get("runtime", "torch"))
     with pinned_to(request.get("cores")):
         audio = load_evaluation_audio(
             Path(calibration["manifest"]), int(calibration["sample_rate"]), int(calibration["limit"])
@@ -31,9 +44,24 @@ def answer(request: dict) -> dict:
             name: TimingJob(Path(job["model"]), str(job["backend"]), settings_from_dict(job["settings"]))
             for name, job in request["jobs"].items()
         }
-        measured = measure_jobs(
-            jobs, audio.waveforms, int(request["threads"]), int(request["repeats"]), int(request["warmup"])
-        )
+        if runtime == "torch":
+            measured = measure_jobs(jobs, audio.waveforms, threads, repeats, warmup)
+        else:  # the export folders the host made, timed as the device agent times them
+            precision = precision_of(runtime)
+            models = {
+                name: ExportedModel(job["export"], threads=threads, precision=precision)
+                for name, job in request["jobs"].items()
+            }
+            decoders = {
+                name: make_decoder(j.backend, models[name].pieces, j.settings) for name, j in jobs.items()
+            }
+            answers = measure_exported(models, decoders, audio.waveforms, repeats, warmup)
+            measured = {
+                name: Measured(
+                    Latency(a["encoder_ms"], a["decoder_ms"], a["audio_seconds_mean"]), list(a["texts"])
+                )
+                for name, a in answers.items()
+            }
     return {
         "jobs": {
             name: {

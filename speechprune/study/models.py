@@ -1,16 +1,20 @@
-"""Which models a study measures: the unpruned baseline and every snapshot of the given pruning runs."""
+"""Which models a study measures: the unpruned baseline, every snapshot of the given pruning runs and any
+other model files, each on one or more runtimes (torch, or the exported ONNX encoder in float32 / int8)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from asr.models.lstm_ctc import EncoderConfig
 from common.errors import SpeechpruneError
 
 REGULARIZER_TAGS = {"frame_entropy": "ent", "nonblank_entropy": "nbent", "tail_mass": "tail"}
+# torch: the model file as trained; onnx / onnx-int8: its export (speechprune export [--int8]) through
+# onnxruntime, as a board runs it. Labels of non-torch variants end in "@runtime".
+RUNTIMES = ("torch", "onnx", "onnx-int8")
 
 
 @dataclass(frozen=True)
@@ -23,10 +27,20 @@ class StudyModel:
     regularizer_weight: float
     target_sparsity: float
     regularizer: str = "none"  # the regularizer's kind, "none" when its weight is 0
+    runtime: str = "torch"  # one of RUNTIMES
 
 
-def collect_models(baseline: Path, run_dirs: Sequence[Path]) -> list[StudyModel]:
-    """The unpruned baseline and every snapshot of every pruning run (``prune_summary.json`` each)."""
+def collect_models(
+    baseline: Path,
+    run_dirs: Sequence[Path],
+    model_files: Sequence[Path] = (),
+    runtimes: Sequence[str] = ("torch",),
+) -> list[StudyModel]:
+    """The unpruned baseline, every snapshot of every pruning run (``prune_summary.json`` each) and every
+    model file (method "model", labelled by its file name), on each of ``runtimes``."""
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown or not runtimes:
+        raise SpeechpruneError(f"runtimes {unknown or '(none)'}: choose from {', '.join(RUNTIMES)}")
     models = [StudyModel("unpruned", Path(baseline), "unpruned", 0.0, 0.0)]
     for run in map(Path, run_dirs):
         summary_path = run / "prune_summary.json"
@@ -40,7 +54,18 @@ def collect_models(baseline: Path, run_dirs: Sequence[Path]) -> list[StudyModel]
             tag = f"{summary['criterion']}-{regularizer}-s{round(snapshot['sparsity'] * 100):02d}"
             path = run / "snapshots" / snapshot["path"]
             models.append(StudyModel(tag, path, summary["criterion"], weight, snapshot["sparsity"], kind))
-    return models
+    for path in map(Path, model_files):
+        if not path.is_file():
+            raise SpeechpruneError(f"{path}: no such model file")
+        models.append(StudyModel(path.stem, path, "model", 0.0, 0.0))
+    labels = [m.label for m in models]
+    if len(set(labels)) != len(labels):
+        raise SpeechpruneError(f"two models are labelled alike ({sorted(labels)}): rename a model file")
+    return [
+        replace(m, label=m.label if runtime == "torch" else f"{m.label}@{runtime}", runtime=runtime)
+        for runtime in runtimes
+        for m in models
+    ]
 
 
 def encoder_shape(config: EncoderConfig) -> str:

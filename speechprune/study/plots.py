@@ -22,20 +22,25 @@ PRIMARY_DECODER = "flashlight"
 
 def _series_key(row: Row) -> str:
     if row.is_unpruned:
-        return "unpruned"
-    if row.regularizer_weight == 0:
-        return f"{row.method}, vanilla"
-    return f"{row.method}, {row.regularizer} λ={row.regularizer_weight:g}"
+        name = "unpruned"
+    elif row.method == "model":  # model files given as they are
+        name = "models"
+    elif row.regularizer_weight == 0:
+        name = f"{row.method}, vanilla"
+    else:
+        name = f"{row.method}, {row.regularizer} λ={row.regularizer_weight:g}"
+    return name if row.runtime == "torch" else f"{name} [{row.runtime}]"
 
 
 def _by_series(rows: list[Row], decoder: str) -> dict[str, list[Row]]:
     series: dict[str, list[Row]] = defaultdict(list)
-    base = [r for r in rows if r.decoder == decoder and r.is_unpruned]
+    base = {r.runtime: r for r in rows if r.decoder == decoder and r.is_unpruned}
     for row in rows:
         if row.decoder == decoder and not row.is_unpruned:
             series[_series_key(row)].append(row)
-    for key in series:  # every curve starts at the unpruned model
-        series[key] = sorted(base + series[key], key=lambda r: r.lstm_sparsity)
+    for key, members in series.items():  # every curve starts at the unpruned model on its runtime
+        start = [base[members[0].runtime]] if members[0].runtime in base else []
+        series[key] = sorted(start + members, key=lambda r: r.lstm_sparsity)
     return dict(sorted(series.items()))
 
 
@@ -99,10 +104,10 @@ def plot_pareto(rows: list[Row], out: Path, decoder: str = PRIMARY_DECODER, thre
             axis.scatter(
                 [row.end_to_end_ms[threads]],
                 [100 * row.wer],
-                color="black",
+                color="black" if row.runtime == "torch" else None,
                 marker="*",
                 s=160,
-                label="unpruned",
+                label=_series_key(row),
             )
     front = pareto_front([(r.end_to_end_ms[threads], 100 * r.wer) for r in chosen])
     axis.plot(*zip(*front, strict=True), color="grey", linewidth=1, label="Pareto front")
@@ -119,7 +124,7 @@ def plot_latency_breakdown(
 ) -> Path:
     chosen = sorted(
         (r for r in rows if r.decoder == decoder),
-        key=lambda r: (not r.is_unpruned, r.method, r.lstm_sparsity, r.regularizer_weight),
+        key=lambda r: (r.runtime, not r.is_unpruned, r.method, r.lstm_sparsity, r.regularizer_weight),
     )
     labels = [r.model for r in chosen]
     encoder = [r.encoder_ms[threads] for r in chosen]

@@ -60,6 +60,7 @@ class StudyRow:
     search: dict[str, float] = field(default_factory=dict)
     wer_greedy_by_manifest: dict[str, float] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
+    runtime: str = "torch"  # torch, onnx or onnx-int8 (speechprune.study.models.RUNTIMES)
     # derived
     encoder_ms: dict[int, float] = field(default_factory=dict)
     end_to_end_ms: dict[int, float] = field(default_factory=dict)
@@ -75,7 +76,13 @@ class StudyRow:
 
     @property
     def is_unpruned(self) -> bool:
+        """The unpruned model, on any runtime."""
         return self.method == "unpruned"
+
+    @property
+    def is_reference(self) -> bool:
+        """The row every ratio is taken against: the unpruned model as trained (torch)."""
+        return self.is_unpruned and self.runtime == "torch"
 
     def to_flat(self) -> dict[str, Any]:
         """The row as flat JSON/CSV columns, in a stable order."""
@@ -116,23 +123,24 @@ class StudyRow:
 def derive(rows: Sequence[StudyRow]) -> list[StudyRow]:
     """Fill the derived columns: encoder latency per shape, end-to-end latency, RTF, ratios to unpruned.
 
-    Models of the same shape run the same dense kernels, so their encoder timings (``encoder_ms_model``,
-    measured separately) are averaged into ``encoder_ms``: the spread between them is measurement noise,
-    and pooling keeps it from deciding comparisons between equally pruned models. End-to-end latency is
-    that encoder time plus this model's decoder time, over the same utterances.
+    Models of the same shape on the same runtime run the same dense kernels, so their encoder timings
+    (``encoder_ms_model``, measured separately) are averaged into ``encoder_ms``: the spread between them
+    is measurement noise, and pooling keeps it from deciding comparisons between equally pruned models.
+    End-to-end latency is that encoder time plus this model's decoder time, over the same utterances.
+    Ratios are to the unpruned torch model with the same decoder.
     """
     rows = list(rows)
-    per_shape: dict[tuple[str, int], dict[str, float]] = {}
+    per_shape: dict[tuple[str, str, int], dict[str, float]] = {}
     for row in rows:
         for t, ms in row.encoder_ms_model.items():
-            per_shape.setdefault((row.encoder_shape, t), {})[row.model] = ms
+            per_shape.setdefault((row.encoder_shape, row.runtime, t), {})[row.model] = ms
     for row in rows:
         for t in row.threads:
-            encoder_ms = statistics.fmean(per_shape[(row.encoder_shape, t)].values())
+            encoder_ms = statistics.fmean(per_shape[(row.encoder_shape, row.runtime, t)].values())
             row.encoder_ms[t] = round(encoder_ms, 4)
             row.end_to_end_ms[t] = round(encoder_ms + row.decoder_ms, 4)
             row.rtf[t] = float(f"{(encoder_ms + row.decoder_ms) / 1000 / row.audio_seconds_mean:.4g}")
-    unpruned = {r.decoder: r for r in rows if r.is_unpruned}
+    unpruned = {r.decoder: r for r in rows if r.is_reference}
     for row in rows:
         base = unpruned[row.decoder]
         row.mac_reduction = round(base.macs_per_second / row.macs_per_second, 4)

@@ -5,12 +5,14 @@ decoder time, encoder latency at each thread count, end-to-end latency and real-
 
 Timing discipline (:mod:`common.measure`): batch size 1, explicit thread counts, warm-up, repeats,
 per-utterance medians, and the models are run *interleaved* (every model once per round) so that drift
-in machine load hits all of them alike. Inference goes through :mod:`asr.inference`.
+in machine load hits all of them alike. Inference goes through :mod:`asr.inference` (torch) or, for the
+exported variants, :mod:`asr.onnx_model` (onnxruntime, float32 or int8), timed alike (:mod:`asr.timing`).
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,17 +20,13 @@ import torch
 from tqdm import tqdm
 
 from asr.checkpoint import LoadedModel, load_model
-from asr.inference import (
-    DecoderSteps,
-    encode_batched,
-    encode_each,
-    encoder_steps,
-    load_evaluation_audio,
-    stack_emissions,
-)
+from asr.export import export_model
+from asr.inference import encode_batched, encode_each, encoder_steps, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import count_parameters
-from common.measure import device_tags, interleaved, percentile
+from asr.onnx_model import ExportedModel
+from asr.timing import DecoderSteps, exported_steps
+from common.measure import Round, device_tags, interleaved, percentile
 from decoding.backends import BackendResult, DecoderSettings, make_decoder
 from decoding.entropy import entropy_report
 from decoding.search_stats import aggregate_stats
@@ -38,14 +36,54 @@ from speechprune.study.models import StudyModel, encoder_shape
 from speechprune.study.rows import StudyRow, derive
 
 
-def greedy_wers(models: dict[str, LoadedModel], manifest: Path) -> dict[str, float]:
-    """Greedy WER of every model on a whole manifest (batched: accuracy only, nothing is timed)."""
-    sample_rate = next(iter(models.values())).recognizer.sample_rate
+class ModelRunner:
+    """How one study model is encoded and timed: the model file through torch, or its export through
+    onnxruntime (one session per thread count, since a session's threads are fixed when it is made)."""
+
+    def __init__(self, loaded: LoadedModel, exported: dict[int, ExportedModel] | None = None) -> None:
+        self.loaded = loaded
+        self.exported = exported or {}
+
+    def emissions(self, waveforms: Sequence[torch.Tensor], batched: bool = False) -> list[torch.Tensor]:
+        """Per utterance (frames, vocab) log-probabilities; ``batched`` (torch only) for accuracy runs."""
+        if self.exported:
+            model = next(iter(self.exported.values()))
+            return [torch.from_numpy(e) for e in model.encode([w.numpy() for w in waveforms])]
+        encode = encode_batched if batched else encode_each
+        return encode(self.loaded.recognizer, waveforms)
+
+    def steps(self, waveforms: Sequence[torch.Tensor], threads: int) -> list[Round]:
+        if self.exported:
+            return exported_steps(self.exported[threads], waveforms)
+        return encoder_steps(self.loaded.recognizer, waveforms)
+
+
+def open_runners(models: list[StudyModel], threads: Sequence[int], scratch: Path) -> dict[str, ModelRunner]:
+    """A runner per model; every model file that a non-torch variant needs is exported once to ``scratch``."""
+    loaded = {path: load_model(path) for path in {m.path for m in models}}
+    exports: dict[Path, Path] = {}
+    runners = {}
+    for model in models:
+        if model.runtime == "torch":
+            runners[model.label] = ModelRunner(loaded[model.path])
+            continue
+        if model.path not in exports:
+            folder = scratch / f"export{len(exports)}"
+            exports[model.path] = export_model(model.path, folder, int8=True).parent
+        precision = "int8" if model.runtime == "onnx-int8" else "float32"
+        sessions = {t: ExportedModel(exports[model.path], threads=t, precision=precision) for t in threads}
+        runners[model.label] = ModelRunner(loaded[model.path], sessions)
+    return runners
+
+
+def greedy_wers(runners: dict[str, ModelRunner], manifest: Path) -> dict[str, float]:
+    """Greedy WER of every model on a whole manifest (nothing is timed)."""
+    sample_rate = next(iter(runners.values())).loaded.recognizer.sample_rate
     audio = load_evaluation_audio(manifest, sample_rate)
     wers = {}
-    for name, model in models.items():
-        emissions = encode_batched(model.recognizer, audio.waveforms)
-        results = make_decoder("greedy", model.tokenizer)(*stack_emissions(emissions))
+    for name, runner in runners.items():
+        emissions = runner.emissions(audio.waveforms, batched=True)
+        results = make_decoder("greedy", runner.loaded.tokenizer)(*stack_emissions(emissions))
         wers[name] = round(error_counts(audio.references, [r.text for r in results]).wer, 5)
     return wers
 
@@ -60,38 +98,52 @@ def run_study(
     greedy_manifests: Sequence[Path] = (),
 ) -> list[StudyRow]:
     """Measure every model with every decoder configuration; one row per (model, decoder)."""
-    loaded = {m.label: load_model(m.path) for m in models}
-    reference_groups = unit_groups(loaded["unpruned"].recognizer.encoder)
-    audio = load_evaluation_audio(manifest, loaded["unpruned"].recognizer.sample_rate, decode_limit)
+    with tempfile.TemporaryDirectory(prefix="speechprune-study-") as scratch:
+        runners = open_runners(models, threads, Path(scratch))
+        return _measure(models, runners, manifest, specs, decode_limit, repeats, threads, greedy_manifests)
+
+
+def _measure(
+    models: list[StudyModel],
+    runners: dict[str, ModelRunner],
+    manifest: Path,
+    specs: dict[str, tuple[str, DecoderSettings]],
+    decode_limit: int | None,
+    repeats: int,
+    threads: Sequence[int],
+    greedy_manifests: Sequence[Path],
+) -> list[StudyRow]:
+    reference = runners["unpruned"].loaded
+    reference_groups = unit_groups(reference.recognizer.encoder)
+    audio = load_evaluation_audio(manifest, reference.recognizer.sample_rate, decode_limit)
 
     torch.set_num_threads(threads[0])
     emissions = {
-        name: encode_each(model.recognizer, audio.waveforms)
-        for name, model in tqdm(loaded.items(), desc="emissions")
+        name: runner.emissions(audio.waveforms) for name, runner in tqdm(runners.items(), desc="emissions")
     }
     encoder_times = {
         t: interleaved(
-            {name: encoder_steps(m.recognizer, audio.waveforms) for name, m in loaded.items()},
+            {name: runner.steps(audio.waveforms, t) for name, runner in runners.items()},
             repeats=repeats,
             threads=t,
         )
         for t in tqdm(threads, desc="encoder timing")
     }
     torch.set_num_threads(threads[0])
-    greedy = {Path(p).stem: greedy_wers(loaded, p) for p in tqdm(greedy_manifests, desc="greedy WER")}
+    greedy = {Path(p).stem: greedy_wers(runners, p) for p in tqdm(greedy_manifests, desc="greedy WER")}
 
     rows = []
     for spec_name, (backend, settings) in specs.items():
         rounds = {
-            name: DecoderSteps(make_decoder(backend, model.tokenizer, settings), emissions[name])
-            for name, model in loaded.items()
+            name: DecoderSteps(make_decoder(backend, runner.loaded.tokenizer, settings), emissions[name])
+            for name, runner in runners.items()
         }
         decoder_times = interleaved(rounds, repeats=repeats)
         for study_model in tqdm(models, desc=f"decoder {spec_name}", leave=False):
             rows.append(
                 _row(
                     study_model,
-                    loaded[study_model.label],
+                    runners[study_model.label].loaded,
                     spec_name,
                     rounds[study_model.label].decoded,
                     emissions[study_model.label],
@@ -158,4 +210,5 @@ def _row(
         search=search,
         wer_greedy_by_manifest=greedy_wer,
         device={k: v for k, v in device_tags(threads).items() if k != "threads"},
+        runtime=study_model.runtime,
     )
