@@ -84,6 +84,7 @@ def main() -> int:
             local = LocalTarget(args.calibration, args.limit, 8000, cores=[args.core], **common)
             remote = RemoteTarget(f"http://127.0.0.1:{port}", token_file.read_text(), args.calibration,
                                   args.limit, 8000, **common)  # fmt: skip
+            local.measure(jobs), remote.measure(jobs)  # one untimed round: page cache, first exports
             samples: dict[str, dict[str, list[tuple[float, float]]]] = {
                 "local": {},
                 "remote": {},
