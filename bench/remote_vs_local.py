@@ -85,16 +85,10 @@ def main() -> int:
             remote = RemoteTarget(f"http://127.0.0.1:{port}", token_file.read_text(), args.calibration,
                                   args.limit, 8000, **common)  # fmt: skip
             local.measure(jobs), remote.measure(jobs)  # one untimed round: page cache, first exports
-            samples: dict[str, dict[str, list[tuple[float, float]]]] = {
-                "local": {},
-                "remote": {},
-                "local2": {},
-            }
+            samples: dict[str, dict[str, list[tuple[float, float]]]] = {w: {} for w in WHICH}
             for round_index in range(args.rounds):
-                order = (
-                    ["local", "remote", "local2"] if round_index % 2 == 0 else ["remote", "local2", "local"]
-                )
-                for which in order:
+                shift = round_index % len(WHICH)  # rotate who goes first
+                for which in WHICH[shift:] + WHICH[:shift]:
                     measured = (remote if which == "remote" else local).measure(jobs)
                     for name, m in measured.items():
                         pair = (m.latency.encoder_ms, m.latency.decoder_ms)
