@@ -23,8 +23,16 @@ from asr.tokenizer import Tokenizer
 from decoding.entropy import mean_frame_entropy
 from decoding.greedy import greedy_decode
 
-LossTerm = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-"""An extra loss: (log_probs (batch, frames, vocab), valid frame lengths) -> scalar, already weighted."""
+LossTerm = Callable[[torch.Tensor, torch.Tensor, Batch], torch.Tensor]
+"""An extra loss: (log_probs (batch, frames, vocab), valid frame lengths, the batch) -> scalar, already
+weighted. The batch is there for terms that need the input (distillation runs a teacher on it)."""
+Measure = LossTerm
+"""A quantity logged every validation (unweighted), with a loss term's signature."""
+
+
+def output_entropy(log_probs: torch.Tensor, lengths: torch.Tensor, batch: Batch) -> torch.Tensor:
+    """The mean per-frame entropy of the outputs (Gao et al.'s measure), as a validation measure."""
+    return mean_frame_entropy(log_probs, lengths)
 
 
 @dataclass
@@ -83,7 +91,9 @@ class CTCModule(L.LightningModule):
         # so that every prune -> fine-tune interval gets a cycle of its own.
         self.lr_cycle_steps: int | None = None
         self._validation_counts = ErrorCounts()
-        self._validation_entropy: list[torch.Tensor] = []
+        # logged as val_<name> every validation: the output entropy, and what each regularizer optimizes
+        self.validation_measures: dict[str, Measure] = {"entropy": output_entropy}
+        self._validation_values: dict[str, list[torch.Tensor]] = {}
 
     @classmethod
     def from_model_file(
@@ -104,6 +114,10 @@ class CTCModule(L.LightningModule):
     def add_loss_term(self, name: str, term: LossTerm) -> None:
         """Register an extra training loss (e.g. λ x output entropy); logged as ``train_<name>``."""
         self.loss_terms[name] = term
+
+    def add_validation_measure(self, name: str, measure: Measure) -> None:
+        """Register a quantity averaged over every validation's batches and logged as ``val_<name>``."""
+        self.validation_measures[name] = measure
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.recognizer(waveforms, lengths)
@@ -134,7 +148,7 @@ class CTCModule(L.LightningModule):
         loss = ctc
         batch_size = len(batch.indices)
         for name, term in self.loss_terms.items():
-            value = term(log_probs, lengths)
+            value = term(log_probs, lengths, batch)
             self.log(f"train_{name}", value, batch_size=batch_size)
             loss = loss + value
         self.log("train_ctc", ctc, prog_bar=True, batch_size=batch_size)
@@ -157,7 +171,8 @@ class CTCModule(L.LightningModule):
             for t, n in zip(batch.targets, batch.target_lengths, strict=True)
         ]
         self._validation_counts += error_counts(references, hypotheses)
-        self._validation_entropy.append(mean_frame_entropy(log_probs, lengths).detach())
+        for name, measure in self.validation_measures.items():
+            self._validation_values.setdefault(name, []).append(measure(log_probs, lengths, batch).detach())
 
     def on_validation_epoch_end(self) -> None:
         counts = self._validation_counts
@@ -167,15 +182,15 @@ class CTCModule(L.LightningModule):
             device=self.device,
         )
         totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # exact WER across DDP ranks
-        entropy = (
-            torch.stack(self._validation_entropy).mean() if self._validation_entropy else torch.tensor(0.0)
-        )
         # identical on every rank after the reduce above; sync_dist only satisfies Lightning's DDP check
         self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=True)
         self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=True)
-        self.log("val_entropy", entropy, sync_dist=True)
+        for name in self.validation_measures:
+            values = self._validation_values.get(name)
+            mean = torch.stack(values).mean() if values else torch.tensor(0.0)
+            self.log(f"val_{name}", mean, sync_dist=True)
         self._validation_counts = ErrorCounts()
-        self._validation_entropy = []
+        self._validation_values = {}
 
     def configure_optimizers(self) -> dict:
         config = self.optim_config

@@ -43,7 +43,7 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
     module = CTCModule.from_model_file(base_model, **sections.module_options())
     regularizer = build_section(
         config, "regularizer", SharpnessRegularizerConfig, blank_id=module.tokenizer.blank_id
-    )
+    ).with_teacher(base_model)  # distillation matches the unpruned model the run starts from
     if criterion.name == "vib":
         module.recognizer.encoder = add_unit_gates(module.recognizer.encoder)
         kl_weight = float((config.get("vib") or {}).get("kl_weight", 0.05))

@@ -64,7 +64,7 @@ class VIBKLTerm:
         self.owner = owner
         self.weight = weight
 
-    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def __call__(self, log_probs: torch.Tensor, lengths: torch.Tensor, batch: object = None) -> torch.Tensor:
         gates = gates_of(self.owner.recognizer.encoder)
         if not gates:
             return log_probs.new_zeros(())

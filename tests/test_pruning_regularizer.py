@@ -11,7 +11,16 @@ import torch
 from asr.data.dataset import Batch
 from asr.tokenizer import train_tokenizer
 from decoding.entropy import mean_frame_entropy
-from pruning.regularizers import SharpnessRegularizer, SharpnessRegularizerConfig, nonblank_entropy, tail_mass
+from pruning.regularizers import (
+    SharpnessRegularizer,
+    SharpnessRegularizerConfig,
+    distillation_kl,
+    nonblank_entropy,
+    nonblank_margin,
+    sharpness_measure,
+    soft_nonblank_entropy,
+    tail_mass,
+)
 from tests.conftest import tiny_module
 
 TEXTS = ["one two", "three", "four five six"]
@@ -54,6 +63,8 @@ def test_weight_ramps_linearly_over_the_warmup_steps():
         ("frame_entropy", mean_frame_entropy),
         ("nonblank_entropy", lambda lp, n: nonblank_entropy(lp, n, blank_id=2)),
         ("tail_mass", lambda lp, n: tail_mass(lp, n, top_k=2)),
+        ("soft_nonblank_entropy", lambda lp, n: soft_nonblank_entropy(lp, n, blank_id=2)),
+        ("margin", lambda lp, n: nonblank_margin(lp, n, blank_id=2, margin=3.0)),
     ],
 )
 def test_loss_is_the_weight_at_the_trainers_step_times_the_measure(kind, measure):
@@ -134,3 +145,83 @@ def test_a_zero_weight_still_logs_the_measure_but_leaves_the_loss(tokenizer):
     loss, logged = _logged_training_step(module, batch)
     assert float(loss) == pytest.approx(float(plain_loss), rel=1e-6)
     assert logged["train_tail_mass"] > 0.05 and logged["train_tail_mass_weighted"] == 0.0
+
+
+def test_soft_nonblank_entropy_weights_frames_by_their_nonblank_mass():
+    log_probs, lengths = _emissions(seed=3)
+    weights = (1 - log_probs[..., 2].exp()) * torch.tensor([[1.0] * 7, [1.0] * 4 + [0.0] * 3])
+    entropy = -(log_probs.exp() * log_probs).sum(-1)
+    expected = float((weights * entropy).sum() / weights.sum())
+    assert float(soft_nonblank_entropy(log_probs, lengths, blank_id=2)) == pytest.approx(expected, rel=1e-6)
+    # making a frame's argmax the blank (the hard variant's loophole) leaves its weight near where it was
+    sure_blank = torch.full((1, 3, 5), -20.0)
+    sure_blank[..., 2] = 0.0
+    assert float(soft_nonblank_entropy(sure_blank.log_softmax(-1), torch.tensor([3]), blank_id=2)) < 1e-6
+
+
+def test_the_margin_term_is_a_hinge_on_the_two_best_nonblank_tokens():
+    frame = torch.tensor([[[math.log(0.5), math.log(0.3), math.log(0.15), math.log(0.05)]]])  # blank = 0
+    gap = math.log(0.3) - math.log(0.15)
+    assert float(nonblank_margin(frame, torch.tensor([1]), blank_id=0, margin=3.0)) == pytest.approx(
+        3.0 - gap
+    )
+    assert float(nonblank_margin(frame, torch.tensor([1]), blank_id=0, margin=0.5)) == 0.0
+
+
+def test_distillation_is_zero_when_the_student_is_the_teacher_and_positive_otherwise():
+    student, lengths = _emissions(seed=4)
+    assert float(distillation_kl(student, student.clone(), lengths)) == pytest.approx(0.0, abs=1e-7)
+    teacher, _ = _emissions(seed=5)
+    assert float(distillation_kl(student, teacher, lengths)) > 0.05
+    with pytest.raises(ValueError, match="frame rate"):
+        distillation_kl(student, teacher[:, :5], lengths)
+
+
+def _finetuned_measure(tiny_corpus, model_in, out, kind: str, weight: float, teacher=None) -> float:
+    """Fine-tune ``model_in`` 30 batches with the ``kind`` term at ``weight``; the term's unweighted
+    measure on the validation set afterwards."""
+    from asr.checkpoint import load_model
+    from asr.inference import encode_each, load_evaluation_audio, stack_emissions
+    from speechprune.search.finetune import FineTuner
+    from tests.conftest import tiny_config
+
+    config = tiny_config(tiny_corpus, epochs=1)
+    for section in ("tokenizer", "features", "model"):
+        del config[section]
+    config["trainer"] = {"accelerator": "cpu", "enable_progress_bar": False}
+    config["optim"] = {"lr": 0.003, "warmup_fraction": 0.1}
+    config["regularizer"] = {"kind": kind, "weight": weight, "margin": 3.0}
+    loaded = load_model(model_in)
+    FineTuner(config, loaded.tokenizer, 8000, teacher=teacher)(model_in, out, 30, seed=7)
+    tuned = load_model(out)
+    audio = load_evaluation_audio(tiny_corpus["valid"], 8000)
+    log_probs, lengths = stack_emissions(encode_each(tuned.recognizer, audio.waveforms))
+    blank = tuned.tokenizer.blank_id
+    config = SharpnessRegularizerConfig(kind=kind, blank_id=blank, teacher=str(teacher) if teacher else None)
+    if kind == "distillation":
+        teacher_log_probs, _ = stack_emissions(encode_each(load_model(teacher).recognizer, audio.waveforms))
+        return float(distillation_kl(log_probs, teacher_log_probs, lengths))
+    return float(sharpness_measure(config)(log_probs, lengths, None))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["soft_nonblank_entropy", "margin", "distillation"])
+def test_each_new_term_lowers_its_own_measure_on_a_tiny_run(kind, tiny_corpus, base_model, tmp_path):
+    """A pruned student fine-tuned with the term ends with a lower measure than with lambda = 0."""
+    from asr.checkpoint import load_model, save_model
+    from pruning.criteria import PruningContext, make_criterion
+    from pruning.selection import keep_top_units
+    from pruning.structure import prune_encoder, unit_groups
+
+    loaded = load_model(base_model)
+    encoder = loaded.recognizer.encoder
+    scores = make_criterion("mnp").scores(encoder, PruningContext())
+    plan = keep_top_units(encoder, scores, unit_groups(encoder), 0.5, ["lstm.0"])
+    loaded.recognizer.encoder = prune_encoder(encoder, plan)
+    student = tmp_path / "student.pt"
+    save_model(student, loaded.recognizer, loaded.tokenizer)
+    teacher = base_model if kind == "distillation" else None
+    weight = {"soft_nonblank_entropy": 2.0, "margin": 1.0, "distillation": 2.0}[kind]
+    vanilla = _finetuned_measure(tiny_corpus, student, tmp_path / "vanilla.pt", kind, 0.0, teacher)
+    regularized = _finetuned_measure(tiny_corpus, student, tmp_path / "reg.pt", kind, weight, teacher)
+    assert regularized < vanilla, (kind, vanilla, regularized)

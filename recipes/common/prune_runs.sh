@@ -11,7 +11,11 @@ prune_run_options() {
     # extensions beside the paper's term: penalize only where the search branches
     mnp_nonblank) opts=(--set prune.criterion=mnp --set regularizer.kind=nonblank_entropy --set regularizer.weight="$weight") ;;
     mnp_tailmass) opts=(--set prune.criterion=mnp --set regularizer.kind=tail_mass --set regularizer.weight="$weight") ;;
-    *) echo "run.sh: unknown pruning run $run (known: mnp_vanilla mnp_entropy vib_vanilla vib_entropy mnp_nonblank mnp_tailmass)" >&2
+    mnp_softnonblank) opts=(--set prune.criterion=mnp --set regularizer.kind=soft_nonblank_entropy --set regularizer.weight="$weight") ;;
+    mnp_margin) opts=(--set prune.criterion=mnp --set regularizer.kind=margin --set regularizer.weight="$weight") ;;
+    # distillation from the unpruned model the run starts from (the teacher)
+    mnp_distill) opts=(--set prune.criterion=mnp --set regularizer.kind=distillation --set regularizer.weight="$weight") ;;
+    *) echo "run.sh: unknown pruning run $run (known: mnp_vanilla mnp_entropy vib_vanilla vib_entropy mnp_nonblank mnp_tailmass mnp_softnonblank mnp_margin mnp_distill)" >&2
        return 2 ;;
   esac
 }

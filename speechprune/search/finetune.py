@@ -46,16 +46,24 @@ def candidate_seed(base_seed: int, candidate_id: str) -> int:
 
 class FineTuner:
     """Fine-tunes model files for a number of batches: ``tuner(model_in, model_out, batches, seed)``;
-    with ``cache_dir``, a fine-tune already done (by this search or another) is copied, not redone."""
+    with ``cache_dir``, a fine-tune already done (by this search or another) is copied, not redone.
+    ``teacher`` is the model a distillation regularizer matches (the search's unpruned model)."""
 
     def __init__(
-        self, config: dict[str, Any], tokenizer: Tokenizer, sample_rate: int, cache_dir: Path | None = None
+        self,
+        config: dict[str, Any],
+        tokenizer: Tokenizer,
+        sample_rate: int,
+        cache_dir: Path | None = None,
+        teacher: Path | None = None,
     ) -> None:
         self.sections = start_run(config)
         self.cache_dir = Path(cache_dir) if cache_dir else None
         training = {k: config.get(k) for k in TRAINING_SECTIONS}
         self.training_key = json.dumps(training, sort_keys=True, default=str)
         self.regularizer = build_section(config, "regularizer", SharpnessRegularizerConfig)
+        if teacher is not None:
+            self.regularizer = self.regularizer.with_teacher(teacher)
         trainer = dict(config.get("trainer") or {})
         clashing = sorted(set(trainer) & set(OWNED_TRAINER_OPTIONS))
         if clashing:

@@ -100,7 +100,9 @@ def run_search(
             raise SpeechpruneError(f"{manifest}: no such manifest")
     base = load_model(base_model)
     cache = Path(search.finetune_cache) if search.finetune_cache else None
-    tuner = FineTuner(config, base.tokenizer, base.recognizer.sample_rate, cache_dir=cache)
+    tuner = FineTuner(
+        config, base.tokenizer, base.recognizer.sample_rate, cache_dir=cache, teacher=base_model
+    )
     deciding = {k: v for k, v in (config.get("search") or {}).items() if k not in EXTENSIBLE_SEARCH_KEYS}
     state = SearchState.load_or_new(
         exp_dir,
