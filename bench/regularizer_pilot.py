@@ -40,11 +40,9 @@ from speechprune.search.finetune import FineTuner
 TERMS = {  # name -> regularizer section
     "vanilla": {"kind": "frame_entropy", "weight": 0.0},
     "entropy1": {"kind": "frame_entropy", "weight": 1.0},
-    "entropy3": {"kind": "frame_entropy", "weight": 3.0},
     "softnonblank1": {"kind": "soft_nonblank_entropy", "weight": 1.0},
     "margin1": {"kind": "margin", "weight": 1.0, "margin": 3.0},
     "distill1": {"kind": "distillation", "weight": 1.0},
-    "distill3": {"kind": "distillation", "weight": 3.0},
 }
 DECODER = {"beam_width": 16, "cutoff_top_n": 28, "beam_threshold": 10.0}
 TEMPERATURES = (0.8, 0.6, 0.5)

@@ -3,8 +3,9 @@
 Starts ``speechprune device serve`` on 127.0.0.1 (pinned to one core, as the local target pins its
 worker), then measures the same jobs (the exported models, float32 or int8, each with its decoder) with
 the local target (``runtime: onnx``, a fresh worker per call) and with the remote target, alternating
-``--rounds`` times, plus a second local measurement per round: the local/local ratio is the noise floor
-the remote/local ratio must be read against. Prints medians per job and the ratios.
+``--rounds`` times, each target twice per round in a rotating order: local2/local and remote2/remote are
+the noise floors the remote/local ratio must be read against. Prints medians per job and the ratios, and
+writes every round's values to ``--json``.
 
     python bench/remote_vs_local.py recipes/fsdd_digits/exp/baseline/model.pt PRUNED.pt \
         --calibration recipes/fsdd_digits/data/corpus/calibration.jsonl
@@ -23,10 +24,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from common.fileio import write_json
 from decoding.backends import DecoderSettings
 from speechprune.search.targets import LocalTarget, RemoteTarget, TimingJob
 
-WHICH = ("local", "remote", "local2")  # local2: the local target again, for the noise floor
+WHICH = ("local", "remote", "local2", "remote2")  # each target twice per round: its own noise floor
 DECODERS = {  # the search study's two decoder settings (conf/search_study.yaml)
     "tuned": ("flashlight", {"beam_width": 8, "cutoff_top_n": 28, "beam_threshold": 4.0}),
     "wide": ("flashlight", {"beam_width": 32, "cutoff_top_n": 28, "beam_threshold": 15.0, "alpha": 0.5}),
@@ -64,6 +66,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--runtime", default="onnx", choices=["onnx", "onnx-int8"])
     parser.add_argument("--core", type=int, default=0, help="the core both targets time on (default: 0)")
+    parser.add_argument("--json", type=Path, help="write every round's (encoder, decoder) ms here")
     args = parser.parse_args()
 
     jobs = {}
@@ -89,7 +92,7 @@ def main() -> int:
             for round_index in range(args.rounds):
                 shift = round_index % len(WHICH)  # rotate who goes first
                 for which in WHICH[shift:] + WHICH[:shift]:
-                    measured = (remote if which == "remote" else local).measure(jobs)
+                    measured = (remote if which.startswith("remote") else local).measure(jobs)
                     for name, m in measured.items():
                         pair = (m.latency.encoder_ms, m.latency.decoder_ms)
                         samples[which].setdefault(name, []).append(pair)
@@ -100,20 +103,21 @@ def main() -> int:
     print(f"{args.runtime}, 1 thread on core {args.core}, {args.limit} utterances, {args.repeats} repeats, "
           f"{args.rounds} rounds (medians over rounds of per-utterance means)")  # fmt: skip
     header = ["local enc", "remote enc", "local dec", "remote dec"]
-    print(
-        f"{'job (ms per utterance)':<32} "
-        + " ".join(f"{h:>9}" for h in header)
-        + " e2e remote/local local/local"
-    )
+    print(f"{'job (ms per utterance)':<32} " + " ".join(f"{h:>10}" for h in header) + "  e2e: remote/local"
+          "  local2/local  remote2/remote")  # fmt: skip
     for name in jobs:
         median = {w: [statistics.median(v[i] for v in samples[w][name]) for i in (0, 1)] for w in WHICH}
-        local_ms, remote_ms, again_ms = (sum(median[w]) for w in WHICH)
+        e2e = {w: sum(median[w]) for w in WHICH}
+        local_ms, remote_ms = (e2e["local"] + e2e["local2"]) / 2, (e2e["remote"] + e2e["remote2"]) / 2
         cells = [median["local"][0], median["remote"][0], median["local"][1], median["remote"][1]]
         print(
             f"{name:<32} "
-            + " ".join(f"{c:9.3f}" for c in cells)
-            + f" {remote_ms / local_ms:16.3f} {again_ms / local_ms:15.3f}"
+            + " ".join(f"{c:10.3f}" for c in cells)
+            + f"  {remote_ms / local_ms:17.3f}  {e2e['local2'] / e2e['local']:12.3f}"
+            f"  {e2e['remote2'] / e2e['remote']:14.3f}"
         )
+    if args.json:
+        write_json(args.json, {"jobs": list(jobs), "samples": samples, "runtime": args.runtime})
     return 0
 
 
