@@ -47,7 +47,7 @@ REGULARIZER_KINDS = (
     "tail_mass",
     "distillation",
 )
-Measure = Callable[[Tensor, Tensor, Any], Tensor]  # (log_probs, lengths, batch) -> scalar
+Measure = Callable[..., Tensor]  # (log_probs, lengths, batch=None) -> scalar; distillation reads the batch
 
 
 @dataclass
@@ -164,19 +164,19 @@ class Teacher:
 def sharpness_measure(config: SharpnessRegularizerConfig) -> Measure:
     """The unweighted quantity the regularizer penalizes, as (log_probs, lengths, batch) -> scalar."""
     if config.kind == "nonblank_entropy":
-        return lambda lp, n, _: nonblank_entropy(lp, n, config.blank_id)
+        return lambda lp, n, batch=None: nonblank_entropy(lp, n, config.blank_id)
     if config.kind == "soft_nonblank_entropy":
-        return lambda lp, n, _: soft_nonblank_entropy(lp, n, config.blank_id)
+        return lambda lp, n, batch=None: soft_nonblank_entropy(lp, n, config.blank_id)
     if config.kind == "margin":
-        return lambda lp, n, _: nonblank_margin(lp, n, config.blank_id, config.margin)
+        return lambda lp, n, batch=None: nonblank_margin(lp, n, config.blank_id, config.margin)
     if config.kind == "tail_mass":
-        return lambda lp, n, _: tail_mass(lp, n, config.top_k)
+        return lambda lp, n, batch=None: tail_mass(lp, n, config.top_k)
     if config.kind == "distillation":
         if config.teacher is None:
             raise ValueError("regularizer.kind distillation needs regularizer.teacher (a model file)")
         teacher = Teacher(config.teacher)
-        return lambda lp, n, batch: distillation_kl(lp, teacher(batch, lp.device), n)
-    return lambda lp, n, _: mean_frame_entropy(lp, n)
+        return lambda lp, n, batch=None: distillation_kl(lp, teacher(batch, lp.device), n)
+    return lambda lp, n, batch=None: mean_frame_entropy(lp, n)
 
 
 class SharpnessRegularizer(L.Callback):

@@ -209,7 +209,7 @@ def test_sharpness_measures():
     peaky = torch.log_softmax(torch.tensor([[[9.0, 0, 0, 0], [0, 9.0, 0, 0]]]), -1)
     flat = torch.log_softmax(torch.tensor([[[0.0, 0.1, 0.0, 0.0], [0.0, 0.1, 0.0, 0.0]]]), -1)
     lengths = torch.tensor([2])
-    for kind in ("frame_entropy", "nonblank_entropy", "tail_mass"):
+    for kind in ("frame_entropy", "nonblank_entropy", "soft_nonblank_entropy", "margin", "tail_mass"):
         measure = sharpness_measure(SharpnessRegularizerConfig(kind=kind))
         assert measure(peaky, lengths) < measure(flat, lengths)
     # only the second (non-blank) frame counts for nonblank_entropy
