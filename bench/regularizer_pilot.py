@@ -43,6 +43,12 @@ TERMS = {  # name -> regularizer section
     "softnonblank1": {"kind": "soft_nonblank_entropy", "weight": 1.0},
     "margin1": {"kind": "margin", "weight": 1.0, "margin": 3.0},
     "distill1": {"kind": "distillation", "weight": 1.0},
+    # the lambda sweep
+    "entropy0.3": {"kind": "frame_entropy", "weight": 0.3},
+    "entropy3": {"kind": "frame_entropy", "weight": 3.0},
+    "entropy10": {"kind": "frame_entropy", "weight": 10.0},
+    "margin3": {"kind": "margin", "weight": 3.0, "margin": 3.0},
+    "distill3": {"kind": "distillation", "weight": 3.0},
 }
 DECODER = {"beam_width": 16, "cutoff_top_n": 28, "beam_threshold": 10.0}
 TEMPERATURES = (0.8, 0.6, 0.5)

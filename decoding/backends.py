@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -256,22 +256,34 @@ def lexicon_silence(pieces: Sequence[str]) -> str:
     raise SpeechpruneError(f"flashlight's lexicon decoder needs a '{WORD_BOUNDARY}' or '{UNK_PIECE}' piece")
 
 
-def write_lexicon(path: str | Path, words: Iterable[str], tokenizer: PieceVocabulary) -> Path:
+def write_lexicon(
+    path: str | Path,
+    words: Iterable[str],
+    tokenizer: PieceVocabulary,
+    aliases: Mapping[str, Sequence[str]] | None = None,
+) -> Path:
     """Write a flashlight lexicon spelling each word in the tokenizer's pieces, as the model emits it.
 
-    A leading piece that is the lexicon's silence (:func:`lexicon_silence`) is left out, since the
-    decoder consumes it as the silence between words.
+    ``aliases`` maps a word to other words that are decoded as it (``{"zero": ["oh"]}``: "oh" is spelled
+    and written as a second spelling of "zero", so the decoder outputs "zero" for either). A leading piece
+    that is the lexicon's silence (:func:`lexicon_silence`) is left out, since the decoder consumes it as
+    the silence between words.
     """
     pieces = tokenizer.pieces
     silence = lexicon_silence(pieces)
+    aliases = dict(aliases or {})
+    unknown = sorted(set(aliases) - set(words))
+    if unknown:
+        raise SpeechpruneError(f"aliases for words not in the lexicon: {', '.join(unknown)}")
     lines = []
     for word in sorted(set(words)):
-        spelling = [pieces[i] for i in tokenizer.encode(word)]
-        if UNK_PIECE in spelling or not spelling:
-            raise SpeechpruneError(f"lexicon word {word!r} cannot be spelled in the tokenizer's pieces")
-        if spelling[0] == silence and len(spelling) > 1:
-            spelling = spelling[1:]
-        lines.append(f"{word}\t{' '.join(spelling)}\n")
+        for spoken in [word, *aliases.get(word, ())]:
+            spelling = [pieces[i] for i in tokenizer.encode(spoken)]
+            if UNK_PIECE in spelling or not spelling:
+                raise SpeechpruneError(f"lexicon word {spoken!r} cannot be spelled in the tokenizer's pieces")
+            if spelling[0] == silence and len(spelling) > 1:
+                spelling = spelling[1:]
+            lines.append(f"{word}\t{' '.join(spelling)}\n")
     path = Path(path)
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.writelines(lines)

@@ -101,3 +101,26 @@ def test_word_timings_join_pieces_at_word_boundaries():
     pieces = ["<blk>", "<unk>", "▁one", "▁t", "wo"]
     words = word_timings(pieces, [2, 3, 4], [1, 5, 7], frame_s=0.04)
     assert words == [{"word": "one", "start": 0.04, "end": 0.08}, {"word": "two", "start": 0.2, "end": 0.32}]
+
+
+def test_a_lexicon_built_from_the_manifests_restricts_the_decoded_words(
+    base_model, tiny_corpus, tmp_path, capsys
+):
+    lexicon = tmp_path / "digits.lex"
+    args = ["build-lexicon", str(tiny_corpus["train"]), "--model", str(base_model), "--out", str(lexicon)]
+    assert main([*args, "--alias", "zero=oh"]) == 0
+    lines = lexicon.read_text(encoding="utf-8").splitlines()
+    words = {line.split("\t")[0] for line in lines}
+    assert words <= set("zero one two three four five six seven eight nine".split()) and len(words) >= 8
+    assert sum(line.startswith("zero\t") for line in lines) == 2  # "zero" and "oh"
+    wavs = [u.audio_filepath for u in read_manifest(tiny_corpus["test"])[:6]]
+    out = tmp_path / "lex.jsonl"
+    options = ["--decoder", "flashlight", "--beam-width", "8", "--lexicon", str(lexicon), "--format", "jsonl"]
+    assert main(["transcribe", str(base_model), *wavs, *options, "--out", str(out)]) == 0
+    decoded = {w for line in out.read_text().splitlines() for w in json.loads(line)["text"].split()}
+    assert decoded and decoded <= words
+    capsys.readouterr()
+    assert main(["transcribe", str(base_model), *wavs, "--lexicon", str(lexicon)]) == 2
+    assert "need a beam-search --decoder" in capsys.readouterr().err
+    assert main([*args, "--alias", "zero"]) == 2 and "WORD=SPOKEN" in capsys.readouterr().err
+    assert main([*args, "--alias", "ten=tin"]) == 2 and "not in the lexicon" in capsys.readouterr().err

@@ -1,9 +1,10 @@
-"""Commands around decoding: ``transcribe``, ``build-lm``, ``tune-decoder``."""
+"""Commands around decoding: ``transcribe``, ``build-lm``, ``build-lexicon``, ``tune-decoder``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from asr.transcribe import CHUNK_SECONDS
 from decoding.backends import DecoderSettings
@@ -99,6 +100,29 @@ def _build_lm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _build_lexicon(args: argparse.Namespace) -> int:
+    from asr.checkpoint import load_model
+    from asr.data.manifest import read_manifest
+    from common.errors import SpeechpruneError
+    from decoding.backends import write_lexicon
+
+    words = sorted(
+        {w for manifest in args.manifests for u in read_manifest(manifest) for w in u.text.split()}
+    )
+    if not words:
+        raise SpeechpruneError("the manifests hold no words for a lexicon")
+    aliases: dict[str, list[str]] = {}
+    for item in args.alias:
+        word, _, spoken = item.partition("=")
+        if not word or not spoken:
+            raise SpeechpruneError(f"--alias {item!r}: use WORD=SPOKEN (e.g. zero=oh)")
+        aliases.setdefault(word, []).append(spoken)
+    write_lexicon(args.out, words, load_model(args.model).tokenizer, aliases)
+    extra = sum(map(len, aliases.values()))
+    print(f"{args.out}: {len(words)} words, {extra} alias spelling(s), in the pieces of {args.model}")
+    return 0
+
+
 def _tune_decoder(args: argparse.Namespace) -> int:
     from common.fileio import write_json
     from speechprune.study.tuning import tune_decoders
@@ -158,6 +182,20 @@ def register(commands: argparse._SubParsersAction) -> None:
     lm.add_argument("--model", help="model whose tokenizer splits pieces (--unit piece)")
     lm.add_argument("--tokenizer", help="or the SentencePiece .model file itself (--unit piece)")
     lm.set_defaults(handler=_build_lm)
+
+    lexicon = commands.add_parser(
+        "build-lexicon",
+        help="flashlight lexicon of the manifests' words, spelled in a model's pieces",
+        description="Writes word TAB pieces lines for --lexicon (flashlight's lexicon decoder then only "
+        "decodes these words); --alias zero=oh adds 'oh' as a second spelling of 'zero'.",
+    )
+    lexicon.add_argument("manifests", nargs="+", type=Path, help="manifests whose transcripts give the words")
+    lexicon.add_argument("--model", type=Path, required=True, help="the model whose pieces spell the words")
+    lexicon.add_argument(
+        "--alias", action="append", default=[], metavar="WORD=SPOKEN", help="another spoken form"
+    )
+    lexicon.add_argument("--out", type=output_file, required=True, help="lexicon file to write")
+    lexicon.set_defaults(handler=_build_lexicon)
 
     tune = commands.add_parser(
         "tune-decoder",

@@ -136,6 +136,11 @@ def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = 
     parser.add_argument(
         "--lm-unit", choices=("word", "piece"), default=DEFAULTS.lm_unit, help="units of --lm (default: word)"
     )
+    parser.add_argument(
+        "--lexicon",
+        type=Path,
+        help="flashlight lexicon (word TAB pieces; speechprune build-lexicon): only its words are decoded",
+    )
     parser.add_argument("--alpha", type=finite_float, default=DEFAULTS.alpha, help="LM weight")
     parser.add_argument(
         "--beta", type=finite_float, default=DEFAULTS.beta, help="bonus per word (per piece for piece LMs)"
@@ -145,8 +150,8 @@ def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = 
 def decoder_settings(args: argparse.Namespace) -> DecoderSettings | None:
     """The settings the decoder options describe; None for greedy decoding, which refuses an LM."""
     if args.decoder == "greedy":
-        if args.lm is not None:
-            raise SpeechpruneError("--lm needs a beam-search --decoder (greedy decoding uses no LM)")
+        if args.lm is not None or args.lexicon is not None:
+            raise SpeechpruneError("--lm and --lexicon need a beam-search --decoder (greedy uses neither)")
         return None
     try:
         return DecoderSettings(
@@ -159,6 +164,7 @@ def decoder_settings(args: argparse.Namespace) -> DecoderSettings | None:
             beta=args.beta,
             lm_path=args.lm,
             lm_unit=args.lm_unit,
+            lexicon_path=args.lexicon,
         )
     except ValueError as error:
         raise SpeechpruneError(f"decoder options: {error}") from None
