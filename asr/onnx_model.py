@@ -24,6 +24,14 @@ from decoding.paths import collapse_path, pieces_to_text
 EXPORT_FORMAT = "speechprune-export"
 EXPORT_VERSION = 1
 MANIFEST_NAME = "export.json"
+# What a study or a latency target runs a model on: the model file (torch), or its export through
+# onnxruntime with the float32 or the int8 encoder.
+RUNTIMES = ("torch", "onnx", "onnx-int8")
+
+
+def precision_of(runtime: str) -> str:
+    """The export's encoder an ONNX runtime name picks."""
+    return "int8" if runtime == "onnx-int8" else "float32"
 
 
 def file_sha256(path: Path) -> str:

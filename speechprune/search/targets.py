@@ -37,6 +37,7 @@ import torch
 
 from asr.checkpoint import load_model
 from asr.inference import encode_each, encoder_steps, load_evaluation_audio
+from asr.onnx_model import RUNTIMES, precision_of
 from asr.timing import DecoderSteps
 from common.errors import SpeechpruneError
 from common.measure import device_tags, interleaved
@@ -241,14 +242,6 @@ class LocalTarget(LatencyTarget):
             lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
             raise SpeechpruneError(f"latency worker failed: {lines[-1] if lines else completed.returncode}")
         return parse_response(completed.stdout)
-
-
-RUNTIMES = ("torch", "onnx", "onnx-int8")  # what a target times: the model file, or its export (fp32 / int8)
-
-
-def precision_of(runtime: str) -> str:
-    """The export's encoder an ONNX runtime name picks."""
-    return "int8" if runtime == "onnx-int8" else "float32"
 
 
 def export_jobs(jobs: Mapping[str, TimingJob], scratch: Path, runtime: str) -> dict[str, Path]:

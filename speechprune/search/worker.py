@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from asr.inference import load_evaluation_audio
-from asr.onnx_model import ExportedModel
+from asr.onnx_model import ExportedModel, precision_of
 from common.errors import SpeechpruneError
 from decoding.backends import make_decoder
 from speechprune.device.agent import measure_exported
@@ -26,7 +26,6 @@ from speechprune.search.targets import (
     TimingJob,
     measure_jobs,
     pinned_to,
-    precision_of,
     settings_from_dict,
 )
 

@@ -9,12 +9,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from asr.models.lstm_ctc import EncoderConfig
+from asr.onnx_model import RUNTIMES
 from common.errors import SpeechpruneError
 
 REGULARIZER_TAGS = {"frame_entropy": "ent", "nonblank_entropy": "nbent", "tail_mass": "tail"}
-# torch: the model file as trained; onnx / onnx-int8: its export (speechprune export [--int8]) through
-# onnxruntime, as a board runs it. Labels of non-torch variants end in "@runtime".
-RUNTIMES = ("torch", "onnx", "onnx-int8")
+# Labels of the variants on a runtime other than torch end in "@runtime".
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from asr.export import export_model
 from asr.inference import encode_batched, encode_each, encoder_steps, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from asr.models.lstm_ctc import count_parameters
-from asr.onnx_model import ExportedModel
+from asr.onnx_model import ExportedModel, precision_of
 from asr.timing import DecoderSteps, exported_steps
 from common.measure import Round, device_tags, interleaved, percentile
 from decoding.backends import BackendResult, DecoderSettings, make_decoder
@@ -70,7 +70,7 @@ def open_runners(models: list[StudyModel], threads: Sequence[int], scratch: Path
         if model.path not in exports:
             folder = scratch / f"export{len(exports)}"
             exports[model.path] = export_model(model.path, folder, int8=True).parent
-        precision = "int8" if model.runtime == "onnx-int8" else "float32"
+        precision = precision_of(model.runtime)
         sessions = {t: ExportedModel(exports[model.path], threads=t, precision=precision) for t in threads}
         runners[model.label] = ModelRunner(loaded[model.path], sessions)
     return runners
