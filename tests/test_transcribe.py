@@ -121,6 +121,6 @@ def test_a_lexicon_built_from_the_manifests_restricts_the_decoded_words(
     assert decoded and decoded <= words
     capsys.readouterr()
     assert main(["transcribe", str(base_model), *wavs, "--lexicon", str(lexicon)]) == 2
-    assert "need a beam-search --decoder" in capsys.readouterr().err
+    assert "--lexicon needs a beam-search --decoder" in capsys.readouterr().err
     assert main([*args, "--alias", "zero"]) == 2 and "WORD=SPOKEN" in capsys.readouterr().err
     assert main([*args, "--alias", "ten=tin"]) == 2 and "not in the lexicon" in capsys.readouterr().err

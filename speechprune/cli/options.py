@@ -150,8 +150,9 @@ def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = 
 def decoder_settings(args: argparse.Namespace) -> DecoderSettings | None:
     """The settings the decoder options describe; None for greedy decoding, which refuses an LM."""
     if args.decoder == "greedy":
-        if args.lm is not None or args.lexicon is not None:
-            raise SpeechpruneError("--lm and --lexicon need a beam-search --decoder (greedy uses neither)")
+        for option, value in (("--lm", args.lm), ("--lexicon", args.lexicon)):
+            if value is not None:
+                raise SpeechpruneError(f"{option} needs a beam-search --decoder (greedy decoding uses none)")
         return None
     try:
         return DecoderSettings(
