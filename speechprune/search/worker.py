@@ -21,8 +21,6 @@ from common.errors import SpeechpruneError
 from decoding.backends import make_decoder
 from speechprune.device.agent import measure_exported
 from speechprune.search.targets import (
-    Latency,
-    Measured,
     TimingJob,
     measure_jobs,
     pinned_to,
@@ -43,9 +41,7 @@ def answer(request: dict) -> dict:
             name: TimingJob(Path(job["model"]), str(job["backend"]), settings_from_dict(job["settings"]))
             for name, job in request["jobs"].items()
         }
-        if runtime == "torch":
-            measured = measure_jobs(jobs, audio.waveforms, threads, repeats, warmup)
-        else:  # the export folders the host made, timed as the device agent times them
+        if runtime != "torch":  # the export folders the host made, timed as the device agent times them
             precision = precision_of(runtime)
             models = {
                 name: ExportedModel(job["export"], threads=threads, precision=precision)
@@ -54,13 +50,8 @@ def answer(request: dict) -> dict:
             decoders = {
                 name: make_decoder(j.backend, models[name].pieces, j.settings) for name, j in jobs.items()
             }
-            answers = measure_exported(models, decoders, audio.waveforms, repeats, warmup)
-            measured = {
-                name: Measured(
-                    Latency(a["encoder_ms"], a["decoder_ms"], a["audio_seconds_mean"]), list(a["texts"])
-                )
-                for name, a in answers.items()
-            }
+            return {"jobs": measure_exported(models, decoders, audio.waveforms, repeats, warmup)}
+        measured = measure_jobs(jobs, audio.waveforms, threads, repeats, warmup)
     return {
         "jobs": {
             name: {
