@@ -1,8 +1,10 @@
-"""Training-only augmentation: speed, pitch and noise on waveforms; VTLP and SpecAugment on spectra.
+"""Training-only augmentation: speed, pitch, room, noise, channel on waveforms; VTLP, SpecAugment on spectra.
 
-Six speakers reading digits is thin data for new voices, so augmentation widens voice (pitch, vocal-tract
-length), tempo and channel. Test splits are never augmented. Pitch shifting uses small rational ratios
-because torchaudio's resampler is fast for rates with a large common divisor and very slow otherwise.
+Six speakers reading digits into one setup is thin data for new voices and microphones, so augmentation
+widens voice (pitch, vocal-tract length), tempo, room (simulated reverberation) and channel (band limits,
+a microphone's uneven response, telephone companding). Test splits are never augmented. Pitch shifting
+uses small rational ratios because torchaudio's resampler is fast for rates with a large common divisor
+and very slow otherwise.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import torchaudio.functional as AF
 import torchaudio.transforms as T
 from torch import nn
 
+from asr.rooms import simulated_rooms
+from common.errors import SpeechpruneError
+
 
 @dataclass(frozen=True)
 class AugmentConfig:
@@ -25,6 +30,15 @@ class AugmentConfig:
     pitch_prob: float = 0.3
     noise_prob: float = 0.5
     noise_snr_db: tuple[float, float] = (8.0, 35.0)
+    reverb_prob: float = 0.0
+    rt60_seconds: tuple[float, float] = (0.15, 0.7)
+    room_count: int = 100  # simulated rooms drawn once per run (about 4 s at 8 kHz)
+    channel_prob: float = 0.0
+    highpass_hz: tuple[float, float] = (50.0, 400.0)
+    lowpass_hz: tuple[float, float] = (2400.0, 3800.0)
+    eq_bands: int = 2  # peaking filters of random centre and gain: a microphone's uneven response
+    eq_gain_db: tuple[float, float] = (-9.0, 9.0)
+    mu_law_prob: float = 0.0  # of channel-simulated utterances, 8-bit G.711 companding (telephone codec)
     vtlp_range: tuple[float, float] = (0.9, 1.1)
     freq_masks: int = 2
     freq_mask_width: int = 12
@@ -68,13 +82,46 @@ def add_noise(waveform: torch.Tensor, snr_db: float) -> torch.Tensor:
     return waveform + tilted * scale
 
 
-class WaveformAugmenter:
-    """Random speed, pitch and noise for one training waveform (runs in data-loader workers)."""
+def reverberate(waveform: torch.Tensor, response: torch.Tensor) -> torch.Tensor:
+    """Convolve with a room's impulse response, keeping the length and the peak level of the input."""
+    wet = AF.fftconvolve(waveform, response)[: waveform.shape[-1]]
+    peak_in, peak_out = waveform.abs().max(), wet.abs().max().clamp(min=1e-10)
+    return wet * (peak_in / peak_out)
 
-    def __init__(self, config: AugmentConfig, sample_rate: int) -> None:
+
+def mu_law_round_trip(waveform: torch.Tensor, channels: int = 256) -> torch.Tensor:
+    """G.711-style companding: 8-bit codes, coarse steps for loud samples, as a telephone line hears."""
+    peak = waveform.abs().max().clamp(min=1e-10)
+    codes = AF.mu_law_encoding((waveform / peak).clamp(-1.0, 1.0), channels)
+    return AF.mu_law_decoding(codes, channels) * peak
+
+
+def _check_band(config: AugmentConfig, sample_rate: int) -> None:
+    nyquist = sample_rate / 2
+    low_cut, high_cut = config.highpass_hz, config.lowpass_hz
+    if not (0 < low_cut[0] <= low_cut[1] < high_cut[0] <= high_cut[1] < nyquist):
+        raise SpeechpruneError(
+            f"augment.highpass_hz {list(low_cut)} and augment.lowpass_hz {list(high_cut)} must be increasing "
+            f"cut-offs below the Nyquist frequency ({nyquist:g} Hz at {sample_rate} Hz)"
+        )
+
+
+class WaveformAugmenter:
+    """Random speed, pitch, room, noise and channel for one training waveform (runs in loader workers)."""
+
+    def __init__(self, config: AugmentConfig, sample_rate: int, seed: int = 0) -> None:
         self.config = config
         self.sample_rate = sample_rate
         self.pitch_ratios = tuple(Fraction(r).limit_denominator(50) for r in config.pitch_ratios)
+        if config.channel_prob > 0:
+            _check_band(config, sample_rate)
+        # Drawn here, in the main process, so every data-loader worker convolves with the same rooms.
+        rooms = (
+            simulated_rooms(config.room_count, sample_rate, config.rt60_seconds, seed)
+            if config.reverb_prob > 0
+            else []
+        )
+        self.rooms = [torch.from_numpy(response) for response in rooms]
 
     def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
         config = self.config
@@ -84,9 +131,27 @@ class WaveformAugmenter:
                 waveform = AF.speed(waveform[None], self.sample_rate, factor)[0][0]
         if self.pitch_ratios and torch.rand(()) < config.pitch_prob:
             waveform = pitch_shift(waveform, _choice(self.pitch_ratios))
+        if self.rooms and torch.rand(()) < config.reverb_prob:
+            waveform = reverberate(waveform, _choice(self.rooms))
         if torch.rand(()) < config.noise_prob:
             waveform = add_noise(waveform, _uniform(*config.noise_snr_db))
+        if torch.rand(()) < config.channel_prob:
+            waveform = self._channel(waveform)
         return waveform
+
+    def _channel(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Noise is added before this: a room's noise reaches the listener through the same microphone."""
+        config = self.config
+        filtered = AF.highpass_biquad(waveform, self.sample_rate, _uniform(*config.highpass_hz))
+        filtered = AF.lowpass_biquad(filtered, self.sample_rate, _uniform(*config.lowpass_hz))
+        for _ in range(config.eq_bands):
+            centre = _uniform(200.0, 0.45 * self.sample_rate)
+            filtered = AF.equalizer_biquad(
+                filtered, self.sample_rate, centre, _uniform(*config.eq_gain_db), Q=_uniform(0.7, 2.5)
+            )
+        if torch.rand(()) < config.mu_law_prob:
+            filtered = mu_law_round_trip(filtered)
+        return filtered
 
 
 class SpectrumAugmenter(nn.Module):

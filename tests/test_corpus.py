@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from asr.data.connected import CompositionConfig
@@ -101,3 +102,39 @@ def test_real_fsdd_has_six_speakers_and_a_held_out_one(real_fsdd):
     splits = assign_splits(recordings, SplitRule())
     assert len({r.speaker for r in splits["train"]}) == 5
     assert len(splits["test_speaker"]) == 500 and len(splits["test"]) == 250 and len(splits["valid"]) == 250
+
+
+def test_tight_joins_touch_training_strings_only_and_leave_plain_ones_as_they_were(fake_fsdd):
+    recordings = list_recordings(fake_fsdd)
+    plain = plan_corpus(recordings, small_config())
+    tight = plan_corpus(recordings, small_config(composition=CompositionConfig(tight_fraction=0.5)))
+    for split in ("valid", "test", "test_speaker"):
+        assert tight[split] == plain[split], split
+    tightened = [t for t in tight["train"] if t.trim_db is not None]
+    assert 10 < len(tightened) < 50  # about half of 60
+    for before, after in zip(plain["train"], tight["train"], strict=True):
+        if after.trim_db is None:
+            assert after == before  # the tight draws come from their own generator
+        else:
+            assert after.sources == before.sources and after.gaps[0] == before.gaps[0]
+    assert any(gap < 0 for plan in tightened for gap in plan.gaps[1:-1])
+
+
+def test_tight_join_trims_words_and_cross_fades_overlaps():
+    from asr.data.connected import render, trim_to_speech
+
+    rate = 8000
+    tone = np.sin(2 * np.pi * 300 * np.arange(rate // 2) / rate).astype(np.float32) * 0.5
+    word = np.concatenate([np.zeros(rate // 5, np.float32), tone, np.zeros(rate // 5, np.float32)])
+    trimmed = trim_to_speech(word, rate, trim_db=30.0)
+    assert abs(len(trimmed) - len(tone)) <= rate // 100  # the silences went, within one 10 ms frame
+    config = CompositionConfig(noise_floor_dbfs=-120.0)
+    plain = render([word, word], (0.1, 0.1, 0.1), (0.0, 0.0), 0.0, 0, rate, config)
+    overlapped = render([word, word], (0.1, -0.05, 0.1), (0.0, 0.0), 0.0, 0, rate, config, trim_db=30.0)
+    assert len(plain) == 2 * len(word) + round(0.3 * rate)
+    assert abs(len(overlapped) - (2 * len(trimmed) - round(0.05 * rate) + round(0.2 * rate))) <= 2
+    # the cross-fade keeps the level inside the overlap (no gap, no doubling)
+    middle = overlapped[
+        round(0.1 * rate) + len(trimmed) - round(0.05 * rate) : round(0.1 * rate) + len(trimmed)
+    ]
+    assert 0.3 < np.abs(middle).max() < 0.75

@@ -5,10 +5,12 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import pytest
 import torch
 
 from asr.augment import AugmentConfig, SpectrumAugmenter, WaveformAugmenter, add_noise, pitch_shift
 from asr.features import FeatureConfig, LogMelFrontend, vtlp_warp
+from common.errors import SpeechpruneError
 
 
 def _tone(freq: float, seconds: float = 1.0, rate: int = 8000) -> torch.Tensor:
@@ -81,3 +83,39 @@ def test_spectrum_augmenter_masks_some_values_only():
 def test_audio_shorter_than_one_frame_still_gives_one_frame():
     features, lengths = LogMelFrontend(FeatureConfig(n_mels=40))(torch.randn(1, 100), torch.tensor([100]))
     assert features.shape == (1, 1, 40) and lengths.tolist() == [1]
+
+
+def test_simulated_rooms_add_a_decaying_tail_and_keep_the_peak():
+    from asr.augment import reverberate
+    from asr.rooms import simulated_rooms
+
+    rooms = simulated_rooms(4, 8000, (0.3, 0.6), seed=3)
+    assert rooms[0].shape == simulated_rooms(4, 8000, (0.3, 0.6), seed=3)[0].shape  # seeded
+    click = torch.zeros(8000)
+    click[100] = 0.5
+    wet = reverberate(click, torch.from_numpy(rooms[0]))
+    assert wet.shape == click.shape and abs(float(wet.abs().max()) - 0.5) < 1e-5
+    tail = wet[100 + 400 : 100 + 1200].pow(2).sum()  # 50-150 ms after the click: reflections, not silence
+    assert tail > 1e-4 * wet.pow(2).sum()
+    with pytest.raises(SpeechpruneError, match="rt60_seconds"):
+        simulated_rooms(1, 8000, (0.5, 0.2))
+
+
+def test_channel_simulation_band_limits_and_companding_quantizes():
+    from asr.augment import mu_law_round_trip
+
+    torch.manual_seed(0)
+    config = AugmentConfig(
+        speed_factors=(), pitch_prob=0.0, noise_prob=0.0, channel_prob=1.0, eq_bands=0,
+        highpass_hz=(400.0, 400.0), lowpass_hz=(2000.0, 2000.0),
+    )  # fmt: skip
+    augmenter = WaveformAugmenter(config, 8000)
+    t = torch.arange(8000) / 8000
+    low, high = torch.sin(2 * torch.pi * 60 * t), torch.sin(2 * torch.pi * 3800 * t)
+    inside = torch.sin(2 * torch.pi * 1000 * t)
+    for outside in (low, high):
+        assert augmenter(outside)[800:].pow(2).mean() < 0.05 * outside.pow(2).mean()
+    assert augmenter(inside)[800:].pow(2).mean() > 0.7 * inside.pow(2).mean()
+    assert len(torch.unique(mu_law_round_trip(inside * 0.3))) <= 256
+    with pytest.raises(SpeechpruneError, match="Nyquist"):
+        WaveformAugmenter(AugmentConfig(channel_prob=1.0, lowpass_hz=(3000.0, 4500.0)), 8000)

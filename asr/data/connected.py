@@ -1,5 +1,11 @@
 """Connected-digit strings (TIDIGITS-like) composed from isolated-digit recordings of one speaker.
 
+Isolated digits joined by pauses are not how people read a phone number: fluent strings run words
+together, and the end of "eight" merges into the next word. So a fraction of the training strings can be
+joined *tightly*: each word trimmed to its speech, and neighbours separated by at most a short pause or
+overlapped with a cross-fade. Test and validation strings keep the plain joins, so their figures stay
+comparable across corpora.
+
 Every random choice of an utterance is drawn first into a plan; audio is rendered from the plan. So a
 build is deterministic given its seed, and an interrupted build resumes by rendering the missing files.
 """
@@ -21,7 +27,9 @@ class CompositionConfig:
     """How strings are joined: length range, pauses, level jitter and a faint noise floor.
 
     The noise floor (far below FSDD's own background) keeps pauses from being digital silence,
-    which never occurs in a microphone signal.
+    which never occurs in a microphone signal. ``tight_fraction`` of the training strings use the tight
+    joins: words cut where their frame energy is ``trim_db`` below their peak, interior gaps drawn from
+    ``tight_gap_seconds`` (negative: that much overlap, cross-faded).
     """
 
     min_digits: int = 1
@@ -31,6 +39,9 @@ class CompositionConfig:
     word_level_jitter_db: float = 3.0
     utterance_level_jitter_db: float = 6.0
     noise_floor_dbfs: float = -70.0
+    tight_fraction: float = 0.0
+    tight_gap_seconds: tuple[float, float] = (-0.08, 0.05)
+    trim_db: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +56,7 @@ class UtterancePlan:
     word_gains_db: tuple[float, ...]
     utterance_gain_db: float
     noise_seed: int
+    trim_db: float | None = None  # set for tight joins: words are trimmed and gaps may be negative
 
     @property
     def text(self) -> str:
@@ -57,9 +69,18 @@ def stable_seed(seed: int, *names: str) -> int:
 
 
 def plan_split(
-    recordings: list[Recording], split: str, count: int, seed: int, config: CompositionConfig
+    recordings: list[Recording],
+    split: str,
+    count: int,
+    seed: int,
+    config: CompositionConfig,
+    tight_joins: bool = False,
 ) -> list[UtterancePlan]:
-    """Draw ``count`` utterances, each from one speaker's recordings of this split only."""
+    """Draw ``count`` utterances, each from one speaker's recordings of this split only.
+
+    With ``tight_joins``, ``config.tight_fraction`` of them get tight joins. Those draws come from a
+    generator of their own, so the plain strings are the same with or without them.
+    """
     by_speaker_digit: dict[str, dict[int, list[Recording]]] = defaultdict(lambda: defaultdict(list))
     for recording in recordings:
         by_speaker_digit[recording.speaker][recording.digit].append(recording)
@@ -67,6 +88,7 @@ def plan_split(
     if not speakers:
         raise ValueError(f"split {split!r} has no recordings")
     rng = np.random.default_rng(stable_seed(seed, "plan", split))
+    joins_rng = np.random.default_rng(stable_seed(seed, "joins", split))
     plans = []
     for number in range(count):
         speaker = speakers[rng.integers(len(speakers))]
@@ -81,6 +103,11 @@ def plan_split(
             + tuple(float(rng.uniform(*config.gap_seconds)) for _ in range(length - 1))
             + (float(rng.uniform(*config.edge_seconds)),)
         )
+        trim_db = None
+        if tight_joins and joins_rng.random() < config.tight_fraction:
+            trim_db = config.trim_db
+            interior = tuple(float(joins_rng.uniform(*config.tight_gap_seconds)) for _ in range(length - 1))
+            gaps = (gaps[0], *interior, gaps[-1])
         jitter = config.word_level_jitter_db
         plans.append(
             UtterancePlan(
@@ -92,9 +119,34 @@ def plan_split(
                 word_gains_db=tuple(float(rng.uniform(-jitter, jitter)) for _ in digits),
                 utterance_gain_db=float(rng.uniform(-config.utterance_level_jitter_db, 0.0)),
                 noise_seed=int(rng.integers(2**31)),
+                trim_db=trim_db,
             )
         )
     return plans
+
+
+def trim_to_speech(word: np.ndarray, sample_rate: int, trim_db: float) -> np.ndarray:
+    """The part of ``word`` whose 10 ms frames are within ``trim_db`` of its loudest frame."""
+    frame = max(1, sample_rate // 100)
+    frames = word[: len(word) // frame * frame].reshape(-1, frame)
+    if frames.shape[0] == 0:
+        return word
+    energy_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
+    loud = np.flatnonzero(energy_db >= energy_db.max() - trim_db)
+    return word[loud[0] * frame : (loud[-1] + 1) * frame]
+
+
+def _join(signal: np.ndarray, word: np.ndarray, gap_samples: int) -> np.ndarray:
+    """Append ``word`` after a pause, or overlapping the end of ``signal`` with a raised-cosine cross-fade."""
+    if gap_samples >= 0:
+        return np.concatenate([signal, np.zeros(gap_samples, np.float32), word])
+    # at most half of either side overlaps, so no word is buried under its neighbour
+    overlap = min(-gap_samples, len(signal) // 2, len(word) // 2)
+    if overlap == 0:
+        return np.concatenate([signal, word])
+    fade_in = (0.5 - 0.5 * np.cos(np.linspace(0.0, np.pi, overlap))).astype(np.float32)
+    mixed = signal[len(signal) - overlap :] * fade_in[::-1] + word[:overlap] * fade_in
+    return np.concatenate([signal[: len(signal) - overlap], mixed, word[overlap:]])
 
 
 def render(
@@ -105,14 +157,20 @@ def render(
     noise_seed: int,
     sample_rate: int,
     config: CompositionConfig,
+    trim_db: float | None = None,
 ) -> np.ndarray:
-    """Join word waveforms with the planned pauses and gains; ``gaps`` has one more entry than words."""
-    pieces = []
-    for word, gap, gain_db in zip(words, gaps, word_gains_db, strict=False):
-        pieces.append(np.zeros(int(round(gap * sample_rate)), dtype=np.float32))
-        pieces.append(word.astype(np.float32) * np.float32(10 ** (gain_db / 20)))
-    pieces.append(np.zeros(int(round(gaps[-1] * sample_rate)), dtype=np.float32))
-    signal = np.concatenate(pieces) * np.float32(10 ** (utterance_gain_db / 20))
+    """Join word waveforms with the planned pauses and gains; ``gaps`` has one more entry than words.
+
+    With ``trim_db`` each word is first trimmed to its speech and interior gaps may be negative (overlaps).
+    """
+    signal = np.zeros(int(round(gaps[0] * sample_rate)), dtype=np.float32)
+    for index, (word, gain_db) in enumerate(zip(words, word_gains_db, strict=True)):
+        if trim_db is not None:
+            word = trim_to_speech(word, sample_rate, trim_db)
+        word = word.astype(np.float32) * np.float32(10 ** (gain_db / 20))
+        signal = _join(signal, word, 0 if index == 0 else int(round(gaps[index] * sample_rate)))
+    signal = np.concatenate([signal, np.zeros(int(round(gaps[-1] * sample_rate)), dtype=np.float32)])
+    signal = signal * np.float32(10 ** (utterance_gain_db / 20))
     noise = np.random.default_rng(noise_seed).standard_normal(signal.shape[0]).astype(np.float32)
     signal = signal + noise * np.float32(10 ** (config.noise_floor_dbfs / 20))
     peak = float(np.abs(signal).max())
@@ -128,5 +186,12 @@ def render_plan(
     """Render one planned utterance, reading each source recording through ``load_word``."""
     words = [load_word(source) for source in plan.sources]
     return render(
-        words, plan.gaps, plan.word_gains_db, plan.utterance_gain_db, plan.noise_seed, sample_rate, config
+        words,
+        plan.gaps,
+        plan.word_gains_db,
+        plan.utterance_gain_db,
+        plan.noise_seed,
+        sample_rate,
+        config,
+        plan.trim_db,
     )

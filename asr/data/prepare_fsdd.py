@@ -62,7 +62,14 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
     if not splits["test_speaker"]:
         raise SpeechpruneError(f"held-out speaker {config.split_rule.heldout_speaker!r} has no recordings")
     return {
-        name: plan_split(splits[name], name, config.count(name), config.seed, config.composition)
+        name: plan_split(
+            splits[name],
+            name,
+            config.count(name),
+            config.seed,
+            config.composition,
+            tight_joins=name == "train",
+        )
         for name in REAL_SPLITS
     }
 
@@ -129,11 +136,24 @@ def _synthesize_tts_split(out_dir: Path, config: FsddCorpusConfig, progress: boo
     return utterances
 
 
+def _with_defaults(found: dict, defaults: dict) -> dict:
+    merged = dict(found)
+    for key, default in defaults.items():
+        if key not in merged:
+            merged[key] = default
+        elif isinstance(default, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_defaults(merged[key], default)
+    return merged
+
+
 def _check_same_settings(settings_path: Path, config: FsddCorpusConfig) -> None:
     """Refuse to resume into a folder built with other settings: it would mix two corpora."""
     wanted = json.loads(json.dumps(asdict(config)))
     if settings_path.is_file():
-        found = json.loads(settings_path.read_text())
+        # a setting added after the corpus was built is missing from its file; its default is what was built
+        found = _with_defaults(
+            json.loads(settings_path.read_text()), json.loads(json.dumps(asdict(FsddCorpusConfig())))
+        )
         if found != wanted:
             raise SpeechpruneError(
                 f"{settings_path.parent} holds a corpus built with other settings; remove it or choose "

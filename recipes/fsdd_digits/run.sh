@@ -10,6 +10,8 @@
 #   bash run.sh --stage 5 --prune-runs "mnp_vanilla mnp_entropy"   # only these pruning runs
 #   bash run.sh --stage 7 --search-set search.objective=encoder       # the latency search, another objective
 #   bash run.sh --stage 8 --stop-stage 8   # the search study (hours on 2 cores; resumes run by run)
+#   bash run.sh --stage 9 --stop-stage 9   # leave-one-speaker-out: six trainings, each without one speaker
+#   bash run.sh --stage 9 --stop-stage 9 --loso-name aug --loso-epochs 4 --set augment.reverb_prob=0.5
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -17,7 +19,7 @@ cd "$(dirname "$0")"
 . ../common/prune_runs.sh
 
 stage=0
-stop_stage=8
+stop_stage=8            # stage 9 (leave-one-speaker-out, six trainings) runs only when asked for
 quick=false
 fsdd_dir=""
 threads=1               # inference threads for evaluation timings (a one-core edge device)
@@ -34,6 +36,9 @@ prune_extra=()          # extra --set overrides for every pruning run
 search_extra=()         # extra --set overrides for the latency search (stage 7)
 search_name=end_to_end  # folder of the search under exp/search/
 study_extra=()          # extra --study-set overrides of conf/search_study.yaml (stage 8)
+loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ (stage 9)
+loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
+tight_fraction=0.0      # training strings joined like fluent speech (prepare-fsdd --tight-fraction)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -51,7 +56,10 @@ while [[ $# -gt 0 ]]; do
     --search-set) search_extra+=(--set "$2"); shift 2 ;;
     --search-name) search_name="$2"; shift 2 ;;
     --study-set) study_extra+=(--study-set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    --loso-name) loso_name="$2"; shift 2 ;;
+    --loso-epochs) loso_epochs="$2"; shift 2 ;;
+    --tight-fraction) tight_fraction="$2"; shift 2 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -90,7 +98,7 @@ fsdd_args=()
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "== stage 0: connected-digit corpus from FSDD -> $data/corpus"
   speechprune prepare-fsdd "${fsdd_args[@]}" --download-to "$data/fsdd" --out "$data/corpus" \
-    "${corpus_sizes[@]}"
+    --tight-fraction "$tight_fraction" "${corpus_sizes[@]}"
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
@@ -171,4 +179,28 @@ if [[ $stage -le 8 && $stop_stage -ge 8 ]]; then
     --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
     --set data.valid_manifest="$data/corpus/valid.jsonl" \
     --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" "${study_extra[@]}"
+fi
+
+if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
+  # New-voice accuracy: for each FSDD speaker, a corpus whose held-out speaker it is, a model trained
+  # without it (same recipe, same eSpeak NG strings, same units) and greedy WER on its strings.
+  loso_dir=$(dirname "$exp")/loso/$loso_name
+  echo "== stage 9: leave-one-speaker-out ($loso_name) -> $loso_dir"
+  loso_train=("${extra[@]}")
+  [[ -n "$loso_epochs" ]] && loso_train=(--set trainer.max_epochs="$loso_epochs" "${loso_train[@]}")
+  for speaker in $(python local/fsdd_speakers.py "${fsdd_args[@]}"); do
+    corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
+    if [[ ! -f "$loso_dir/$speaker/eval/test_speaker.summary.json" ]]; then
+      echo "== stage 9: without $speaker"
+      speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
+        --tight-fraction "$tight_fraction" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
+      speechprune train --config conf/train.yaml --exp-dir "$loso_dir/$speaker" \
+        --set data.train_manifests="[$corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+        --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
+        "${loso_train[@]}"
+      speechprune evaluate "$loso_dir/$speaker/model.pt" "$corpus/test_speaker.jsonl" \
+        --out "$loso_dir/$speaker/eval" --threads "$threads"
+    fi
+  done
+  python local/loso_summary.py "$loso_dir"
 fi

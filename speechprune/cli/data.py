@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from speechprune.cli.options import positive_int
+from speechprune.cli.options import positive_int, probability
 
 
 def _prepare_fsdd(args: argparse.Namespace) -> int:
+    from asr.data.connected import CompositionConfig
     from asr.data.fsdd import SplitRule, locate_fsdd
     from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
 
@@ -22,6 +23,7 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
         test_speaker_count=args.test_count,
         tts_count=args.tts_count,
         split_rule=SplitRule(heldout_speaker=args.heldout_speaker),
+        composition=CompositionConfig(tight_fraction=args.tight_fraction),
     )
     manifests = prepare_fsdd_corpus(fsdd_dir, args.out, config)
     for split, path in manifests.items():
@@ -76,6 +78,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--tts-count", type=int, default=2000, help="synthetic training utterances (0: none)"
     )
     prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
+    prepare.add_argument(
+        "--tight-fraction",
+        type=probability,
+        default=0.0,
+        help="fraction of training strings joined like fluent speech (words trimmed, short gaps or "
+        "cross-faded overlaps) instead of with pauses",
+    )
     prepare.set_defaults(handler=_prepare_fsdd)
 
     libri = commands.add_parser(
