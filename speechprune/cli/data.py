@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from speechprune.cli.options import positive_int, probability
+from speechprune.cli.options import positive_int, unit_interval
 
 
 def _prepare_fsdd(args: argparse.Namespace) -> int:
@@ -80,7 +80,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
     prepare.add_argument(
         "--tight-fraction",
-        type=probability,
+        type=unit_interval,
         default=0.0,
         help="fraction of training strings joined like fluent speech (words trimmed, short gaps or "
         "cross-faded overlaps) instead of with pauses",

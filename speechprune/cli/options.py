@@ -85,6 +85,14 @@ def probability(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    """A fraction in [0, 1] (the share of a corpus made one way)."""
+    value = finite_float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 1], got {value:g}")
+    return value
+
+
 def add_config_options(
     parser: argparse.ArgumentParser, sections: str, exp_dir_help: str, example: str
 ) -> None:
