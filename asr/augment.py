@@ -117,7 +117,7 @@ class WaveformAugmenter:
             _check_band(config, sample_rate)
         # Drawn here, in the main process, so every data-loader worker convolves with the same rooms.
         rooms = (
-            simulated_rooms(config.room_count, sample_rate, config.rt60_seconds, seed)
+            simulated_rooms(config.room_count, sample_rate, tuple(config.rt60_seconds), seed)
             if config.reverb_prob > 0
             else []
         )

@@ -8,6 +8,8 @@ training convolves utterances with responses drawn from it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from common.errors import SpeechpruneError
@@ -17,13 +19,15 @@ _ROOM_SIZE_M = ((3.0, 3.0, 2.4), (9.0, 7.0, 3.5))  # living room to small office
 _WALL_CLEARANCE_M = 0.5
 
 
+@functools.lru_cache(maxsize=4)
 def simulated_rooms(
     count: int, sample_rate: int, rt60_seconds: tuple[float, float], seed: int = 0
-) -> list[np.ndarray]:
+) -> tuple[np.ndarray, ...]:
     """``count`` float32 impulse responses, each starting at its direct path with unit energy.
 
     Starting at the direct path keeps the speech where the transcript's alignment expects it; unit
-    energy keeps the utterance's level, so the level jitter stays the corpus's.
+    energy keeps the utterance's level, so the level jitter stays the corpus's. Cached: every fine-tune
+    of a pruning search builds a data module, and drawing the bank takes seconds.
     """
     try:
         import pyroomacoustics as pra
@@ -52,4 +56,4 @@ def simulated_rooms(
         response = np.asarray(room.rir[0][0], dtype=np.float64)
         response = response[int(np.argmax(np.abs(response))) :]
         responses.append((response / np.sqrt(np.sum(response**2))).astype(np.float32))
-    return responses
+    return tuple(responses)

@@ -304,6 +304,7 @@ def test_ctcdecode_unavailable_says_it_must_be_built(tokenizer):
         ("flashlight", {"lm": "piece", "beta": 0.5}, "beta"),
         ("flashlight", {"lm": "word", "alpha": 0.5}, "piece-level LM"),
         ("pyctcdecode", {"lm": "piece", "alpha": 0.5}, "word LMs only"),
+        ("greedy", {"temperature": 0.5}, "temperature=0.5"),
     ],
 )
 def test_settings_a_backend_cannot_honour_are_refused(name, settings, match, tokenizer, lm_files):
@@ -328,6 +329,9 @@ def test_settings_validate_lm_fields(tmp_path):
         DecoderSettings(lm_path="lm.arpa", lm_unit="piece", lexicon_path="lexicon.txt")
     with pytest.raises(ValueError, match="beam_width"):
         DecoderSettings(beam_width=0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="temperature"):
+            DecoderSettings(temperature=bad)
     settings = DecoderSettings(lm_path=str(tmp_path / "missing.arpa"), alpha=0.5)
     assert settings.lm_path == tmp_path / "missing.arpa"
     with pytest.raises(SpeechpruneError, match="missing.arpa: no such language model"):
@@ -338,3 +342,25 @@ def test_text_and_path_helpers():
     pieces = ["<blk>", "<unk>", "▁", "a", "b"]
     assert pieces_to_text(pieces, [2, 3, 4, 2, 2, 4, 1, 3]) == "ab b ⁇ a"
     assert collapse_path([0, 3, 3, 0, 3, 4, 4, 0], blank_id=0) == ([3, 3, 4], [1, 4, 5])
+
+
+def test_sharpening_keeps_each_frames_ranking_and_shrinks_the_search(tokenizer, peaky):
+    from decoding.backends import sharpen
+
+    log_probs, lengths, texts = peaky
+    flat = (log_probs / 2.0).log_softmax(-1).numpy()  # a pruned model's flatter outputs
+    sharp = sharpen(flat, 0.5)
+    assert (sharp.argmax(-1) == flat.argmax(-1)).all()
+    assert abs(float(torch.from_numpy(sharp).exp().sum(-1).mean()) - 1.0) < 1e-5
+    assert sharp.max(-1).mean() > flat.max(-1).mean()  # the best token got surer
+    base = _matched(tokenizer, beam_threshold=3.0)
+
+    def extensions(settings: DecoderSettings) -> int:
+        results = make_decoder("own", tokenizer, settings)(flat, lengths)
+        return sum(int(result.stats.extensions.sum()) for result in results)
+
+    assert extensions(dataclasses.replace(base, temperature=0.5)) < 0.5 * extensions(base)
+    sharpened = make_decoder("flashlight", tokenizer, dataclasses.replace(base, temperature=0.5))
+    assert _texts(sharpened(flat, lengths)) == _texts(
+        make_decoder("flashlight", tokenizer, base)(sharp, lengths)
+    )

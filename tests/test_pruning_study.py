@@ -83,7 +83,7 @@ def _study_measures_every_model_with_every_decoder(tiny_corpus, base_model, prun
     assert specs["own-wide"][1].beam_threshold == 12.0 and specs["own-wide"][1].cutoff_prob == 1.0
     del specs["own-wide"], specs["flashlight-wide"]
     assert set(specs) == {"own", "own+lm", "flashlight", "flashlight+lm"}
-    study_rows = run_study(
+    study_rows, retuned = run_study(
         models,
         tiny_corpus["test"],
         specs,
@@ -91,8 +91,37 @@ def _study_measures_every_model_with_every_decoder(tiny_corpus, base_model, prun
         repeats=1,
         threads=(1,),
         greedy_manifests=[tiny_corpus["test_speaker"]],
+        retune_manifest=tiny_corpus["valid"],
     )
-    check_study(study_rows, models, specs, tiny_corpus, tmp_path)
+    check_retuned(study_rows, retuned, models, specs, tmp_path / "retuned_report")
+    fixed = [r for r in study_rows if r.decoder in specs]
+    check_study(fixed, models, specs, tiny_corpus, tmp_path)
+
+
+def check_retuned(study_rows, retuned, models, specs, out: Path) -> None:
+    """+thr and +T rows for every beam-search configuration, each model within the unpruned model's WER
+    on validation speech (or on its fixed settings when even those miss it), settings as the rows ran."""
+    names = {f"{spec}+{lever}" for spec in specs for lever in ("thr", "T")}
+    assert set(retuned) == names
+    assert {r.decoder for r in study_rows} == set(specs) | names
+    for name, choice in retuned.items():
+        budget = choice["wer_budget"]
+        assert budget == choice["models"]["unpruned"]["fixed_validation_wer"]  # tolerance 0
+        for label, chosen in choice["models"].items():
+            met = chosen["validation_wer"] <= budget + 1e-9
+            kept = (chosen["validation_wer"], chosen["decoder_ms"]) == (
+                chosen["fixed_validation_wer"], chosen["fixed_decoder_ms"]
+            )  # fmt: skip
+            assert met or kept, (name, label)
+            row = next(r for r in study_rows if r.decoder == name and r.model == label)
+            assert (row.beam_threshold, row.temperature) == (chosen["beam_threshold"], chosen["temperature"])
+            if name.endswith("+thr"):
+                assert row.temperature == 1.0
+            else:
+                assert row.beam_threshold == specs[name.removesuffix("+T")][1].beam_threshold
+    paths = write_report(study_rows, out)
+    assert out / "levers_decoder_time_vs_wer.png" in paths
+    assert (out / "levers_decoder_time_vs_wer.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def check_study(study_rows, models, specs, tiny_corpus, tmp_path: Path) -> None:
@@ -213,7 +242,7 @@ def test_a_study_runs_every_model_on_torch_and_its_onnx_exports(
     try:
         rows = {
             r.model: r
-            for r in run_study(models, tiny_corpus["test"], specs, decode_limit=6, repeats=1, threads=(1,))
+            for r in run_study(models, tiny_corpus["test"], specs, decode_limit=6, repeats=1, threads=(1,))[0]
         }
     finally:
         torch.set_num_threads(threads)
@@ -247,3 +276,16 @@ def test_report_names_a_folder_without_results(tmp_path, capsys):
 def test_pareto_front():
     points = [(10.0, 5.0), (8.0, 6.0), (12.0, 4.0), (9.0, 7.0), (11.0, 5.5)]
     assert pareto_front(points) == [(8.0, 6.0), (10.0, 5.0), (12.0, 4.0)]
+
+
+def test_the_cheapest_setting_within_the_wer_budget_is_chosen():
+    from decoding.backends import DecoderSettings
+    from speechprune.study.tuning import GridPoint, cheapest_within, temperature_grid, threshold_grid
+
+    base = DecoderSettings(beam_threshold=10.0)
+    assert [s.beam_threshold for s in threshold_grid(base)] == [10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.0]
+    assert [s.temperature for s in temperature_grid(base)] == [1.0, 0.9, 0.8, 0.7, 0.6, 0.5]
+    assert all(s.beam_threshold == 10.0 for s in temperature_grid(base))
+    points = [GridPoint(base, 0.02, 1.0), GridPoint(base, 0.02, 0.5), GridPoint(base, 0.05, 0.1)]
+    assert cheapest_within(points, 0.02) is points[1]  # the faster one at the same WER, not the fastest
+    assert cheapest_within(points, 0.01) is None

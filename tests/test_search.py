@@ -242,7 +242,8 @@ def test_co_tuning_keeps_wer_within_tolerance(tiny_corpus, base_model, tmp_path)
             assert record["decoder"]["beam_threshold"] is None and record["decoder"]["cutoff_prob"] == 1.0
             continue
         tuned = record["decoder"]
-        assert tuned["beam_width"] == 4  # only thresholds and cutoffs are co-tuned
+        assert tuned["beam_width"] == 4  # only thresholds, cutoffs and the temperature are co-tuned
+        assert tuned["temperature"] in (1.0, 0.8, 0.6)
         assert tuned["beam_threshold"] is None or tuned["beam_threshold"] <= 10.0
 
 

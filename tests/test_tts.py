@@ -72,3 +72,34 @@ def test_random_voice_settings_stay_in_range() -> None:
 def test_out_of_range_settings_are_refused() -> None:
     with pytest.raises(SpeechpruneError, match="rate_wpm"):
         VoiceSettings("en-us", 50, 50, 50)
+
+
+def test_mbrola_without_its_programs_is_refused_in_one_line(monkeypatch) -> None:
+    import asr.data.tts as tts
+
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)
+    assert tts.installed_mbrola_voices() == ()
+    with pytest.raises(SpeechpruneError, match="apt-get install espeak-ng mbrola"):
+        tts.MbrolaSynthesizer()
+
+
+def test_mbrola_voices_speak_digits_when_installed(tmp_path) -> None:
+    from asr.data.manifest import read_manifest
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_mbrola_split
+    from asr.data.tts import MbrolaSynthesizer, installed_mbrola_voices
+
+    if not installed_mbrola_voices():
+        pytest.skip("no MBROLA voice installed (optional: apt-get install espeak-ng mbrola mbrola-us1)")
+    synthesizer = MbrolaSynthesizer()
+    voice = f"mb-{synthesizer.voices[0]}"
+    slow = synthesizer.synthesize(TEXT, VoiceSettings(voice, 120, 50, 50))
+    fast = synthesizer.synthesize(TEXT, VoiceSettings(voice, 300, 50, 50))
+    assert slow.dtype == np.float32 and np.sqrt(np.mean(slow**2)) > 0.01 and len(fast) < 0.75 * len(slow)
+    with pytest.raises(SpeechpruneError, match="pitch_range"):
+        synthesizer.synthesize(TEXT, VoiceSettings(voice, 170, 50, 80))
+    manifest = prepare_mbrola_split(tmp_path, 4, FsddCorpusConfig(), progress=False)
+    utterances = read_manifest(manifest)
+    assert len(utterances) == 4 and all(u.speaker.startswith("tts:mb-") for u in utterances)
+    assert prepare_mbrola_split(tmp_path, 4, FsddCorpusConfig(), progress=False) == manifest  # resumes
+    with pytest.raises(SpeechpruneError, match="other settings"):
+        prepare_mbrola_split(tmp_path, 5, FsddCorpusConfig(), progress=False)

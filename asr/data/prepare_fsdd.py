@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torchaudio.functional as AF
+import soxr
 from tqdm import tqdm
 
 from asr.audio import audio_duration, read_audio, write_wav
@@ -26,6 +27,11 @@ from asr.data.fsdd import DIGIT_WORDS, Recording, SplitRule, list_recordings
 from asr.data.manifest import Utterance, write_manifest
 from common.errors import SpeechpruneError
 from common.fileio import write_json
+
+if TYPE_CHECKING:
+    from asr.data.tts import EspeakSynthesizer, MbrolaSynthesizer, VoiceSettings
+
+    Synthesizer = EspeakSynthesizer | MbrolaSynthesizer
 
 REAL_SPLITS = ("train", "valid", "test", "test_speaker")
 
@@ -110,30 +116,70 @@ def _synthesize_tts_split(out_dir: Path, config: FsddCorpusConfig, progress: boo
     """Connected digits spoken by many eSpeak NG voices at many rates and pitches (training only)."""
     from asr.data.tts import EspeakSynthesizer, random_voice_settings
 
-    synthesizer = EspeakSynthesizer()
-    rng = random.Random(stable_seed(config.seed, "tts"))
+    return synthesize_split(
+        out_dir, "train_tts", config.tts_count, config, EspeakSynthesizer(), random_voice_settings, progress
+    )
+
+
+def synthesize_split(
+    out_dir: Path,
+    name: str,
+    count: int,
+    config: FsddCorpusConfig,
+    synthesizer: Synthesizer,
+    draw_settings: Callable[[random.Random], VoiceSettings],
+    progress: bool,
+) -> list[Utterance]:
+    """``count`` random digit strings, each spoken by a voice from ``draw_settings``, as WAVs under ``name``.
+
+    Drawn from the corpus seed and the split's name, so a rerun renders only the missing files.
+    """
+    rng = random.Random(stable_seed(config.seed, "tts" if name == "train_tts" else name))
     composition = config.composition
     utterances = []
-    for number in tqdm(range(config.tts_count), desc="corpus train_tts", disable=not progress, unit="utt"):
+    for number in tqdm(range(count), desc=f"corpus {name}", disable=not progress, unit="utt"):
         length = rng.randint(composition.min_digits, composition.max_digits)
         digits = [rng.randrange(10) for _ in range(length)]
-        settings = random_voice_settings(rng)
+        settings = draw_settings(rng)
         edges = (rng.uniform(*composition.edge_seconds), rng.uniform(*composition.edge_seconds))
         gain_db = rng.uniform(-composition.utterance_level_jitter_db, 0.0)
         noise_seed = rng.randrange(2**31)
         text = " ".join(DIGIT_WORDS[d] for d in digits)
-        path = out_dir / "wav" / "train_tts" / f"train_tts_{number:05d}.wav"
+        path = out_dir / "wav" / name / f"{name}_{number:05d}.wav"
         if not path.is_file():
             speech = synthesizer.synthesize(text, settings)
-            speech = AF.resample(
-                torch.from_numpy(speech), synthesizer.sample_rate, config.sample_rate
-            ).numpy()
+            speech = soxr.resample(speech, synthesizer.sample_rate, config.sample_rate, quality="HQ")
             signal = render(
                 [np.asarray(speech)], edges, (0.0,), gain_db, noise_seed, config.sample_rate, composition
             )
             write_wav(path, signal, config.sample_rate)
         utterances.append(_utterance(path, text, f"tts:{settings.voice}"))
     return utterances
+
+
+def prepare_mbrola_split(
+    out_dir: str | os.PathLike, count: int, config: FsddCorpusConfig, progress: bool = True
+) -> Path:
+    """``out_dir/train_mbrola.jsonl``: digit strings spoken by the installed MBROLA voices (resumable)."""
+    from asr.data.tts import MbrolaSynthesizer, random_mbrola_settings
+
+    out_dir = Path(out_dir)
+    synthesizer = MbrolaSynthesizer()  # refuses before any work when no voice is installed
+    _check_same_settings(
+        out_dir / "synthetic.json", {"count": count, "voices": list(synthesizer.voices), **asdict(config)}
+    )
+    utterances = synthesize_split(
+        out_dir,
+        "train_mbrola",
+        count,
+        config,
+        synthesizer,
+        lambda rng: random_mbrola_settings(rng, synthesizer.voices),
+        progress,
+    )
+    manifest = out_dir / "train_mbrola.jsonl"
+    write_manifest(manifest, utterances)
+    return manifest
 
 
 def _with_defaults(found: dict, defaults: dict) -> dict:
@@ -146,9 +192,9 @@ def _with_defaults(found: dict, defaults: dict) -> dict:
     return merged
 
 
-def _check_same_settings(settings_path: Path, config: FsddCorpusConfig) -> None:
+def _check_same_settings(settings_path: Path, config: FsddCorpusConfig | dict) -> None:
     """Refuse to resume into a folder built with other settings: it would mix two corpora."""
-    wanted = json.loads(json.dumps(asdict(config)))
+    wanted = json.loads(json.dumps(config if isinstance(config, dict) else asdict(config)))
     if settings_path.is_file():
         # a setting added after the corpus was built is missing from its file; its default is what was built
         found = _with_defaults(

@@ -4,16 +4,26 @@ The engine comes from the ``espeakng-loader`` wheel (library and voice data, no 
 driven through its C API with ctypes. eSpeak's voices combine with its voice variants (``en-us+f2``):
 tens of male, female and Klatt-synthesised timbres that, with random rate and pitch, give the
 recogniser many more voices than the recorded speakers.
+
+Formant voices are buzzy; MBROLA's diphone voices, cut from recordings of real speakers, sound far more
+natural. eSpeak NG drives them when the ``espeak-ng`` program, ``mbrola`` and a voice database are
+installed (Debian: ``apt-get install espeak-ng mbrola mbrola-us1``, from non-free), so they are optional:
+:func:`installed_mbrola_voices` says which are there.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import io
 import random
+import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+import soundfile
 
 from common.errors import SpeechpruneError
 
@@ -221,4 +231,63 @@ class EspeakSynthesizer:
         speech = _trim_edges(samples.astype(np.float32) / 32768.0, self.sample_rate)
         if speech.size == 0:
             raise SpeechpruneError(f"eSpeak NG produced no audible speech for {text!r}")
+        return speech
+
+
+MBROLA_ENGLISH_VOICES = ("us1", "us2", "us3", "en1")  # US female, US male x2, British male
+MBROLA_DATABASES = Path("/usr/share/mbrola")  # where Debian's mbrola-* packages put the voice databases
+_MBROLA_TIMEOUT_S = 30
+_ESPEAK_DEFAULT_RANGE = 50  # the espeak-ng program has no pitch-range option; this is the value it uses
+
+
+def installed_mbrola_voices(databases: Path = MBROLA_DATABASES) -> tuple[str, ...]:
+    """English MBROLA voices eSpeak NG can speak here (program, synthesiser and database installed)."""
+    if shutil.which("espeak-ng") is None or shutil.which("mbrola") is None:
+        return ()
+    return tuple(voice for voice in MBROLA_ENGLISH_VOICES if (databases / voice / voice).is_file())
+
+
+def random_mbrola_settings(rng: random.Random, voices: tuple[str, ...]) -> VoiceSettings:
+    """One MBROLA speaker: a diphone voice at a random rate and pitch (the same ranges as eSpeak's)."""
+    return VoiceSettings(
+        voice=f"mb-{rng.choice(voices)}",
+        rate_wpm=rng.randint(110, 260),
+        pitch=rng.randint(20, 80),
+        pitch_range=_ESPEAK_DEFAULT_RANGE,
+    )
+
+
+class MbrolaSynthesizer:
+    """MBROLA diphone voices through the ``espeak-ng`` program (one process per utterance)."""
+
+    def __init__(self) -> None:
+        self.voices = installed_mbrola_voices()
+        if not self.voices:
+            raise SpeechpruneError(
+                "no English MBROLA voice is installed: apt-get install espeak-ng mbrola mbrola-us1 "
+                "mbrola-us2 mbrola-us3 mbrola-en1 (Debian non-free)"
+            )
+        self.sample_rate = 16000  # every English MBROLA database; checked on each utterance
+
+    def synthesize(self, text: str, settings: VoiceSettings) -> np.ndarray:
+        """Float32 mono speech at ``sample_rate`` with about 50 ms of silence at each end."""
+        if settings.voice.removeprefix("mb-") not in self.voices:
+            raise SpeechpruneError(f"MBROLA voice {settings.voice!r} is not installed (have: {self.voices})")
+        if settings.pitch_range != _ESPEAK_DEFAULT_RANGE:
+            raise SpeechpruneError(
+                f"the espeak-ng program cannot set pitch_range; MBROLA settings need {_ESPEAK_DEFAULT_RANGE}"
+            )
+        command = ["espeak-ng", "-v", settings.voice, "-s", str(settings.rate_wpm), "-p", str(settings.pitch)]
+        try:
+            done = subprocess.run(
+                [*command, "--stdout", text], capture_output=True, check=True, timeout=_MBROLA_TIMEOUT_S
+            )
+            samples, rate = soundfile.read(io.BytesIO(done.stdout), dtype="float32")
+        except (subprocess.SubprocessError, OSError, soundfile.LibsndfileError) as error:
+            raise SpeechpruneError(f"espeak-ng with {settings.voice} failed on {text!r}: {error}") from None
+        if rate != self.sample_rate:
+            raise SpeechpruneError(f"{settings.voice} speaks at {rate} Hz, expected {self.sample_rate}")
+        speech = _trim_edges(samples if samples.ndim == 1 else samples.mean(axis=1), rate)
+        if speech.size == 0:
+            raise SpeechpruneError(f"{settings.voice} produced no audible speech for {text!r}")
         return speech

@@ -39,6 +39,7 @@ study_extra=()          # extra --study-set overrides of conf/search_study.yaml 
 loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ (stage 9)
 loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
 tight_fraction=0.0      # training strings joined like fluent speech (prepare-fsdd --tight-fraction)
+mbrola_count=1000       # MBROLA diphone-voice training strings, made when MBROLA voices are installed (0: never)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -59,6 +60,7 @@ while [[ $# -gt 0 ]]; do
     --loso-name) loso_name="$2"; shift 2 ;;
     --loso-epochs) loso_epochs="$2"; shift 2 ;;
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
+    --mbrola-count) mbrola_count="$2"; shift 2 ;;
     -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -95,10 +97,28 @@ search_dir=$(dirname "$exp")/search
 fsdd_args=()
 [[ -n "$fsdd_dir" ]] && fsdd_args=(--fsdd-dir "$fsdd_dir")
 
+# The training speech of a corpus folder: its real strings, the eSpeak NG strings, the MBROLA ones if made.
+train_manifests() {
+  local list="$1/train.jsonl,$data/corpus/train_tts.jsonl"
+  [[ -f "$data/mbrola/train_mbrola.jsonl" ]] && list+=",$data/mbrola/train_mbrola.jsonl"
+  echo "[$list]"
+}
+
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "== stage 0: connected-digit corpus from FSDD -> $data/corpus"
   speechprune prepare-fsdd "${fsdd_args[@]}" --download-to "$data/fsdd" --out "$data/corpus" \
     --tight-fraction "$tight_fraction" "${corpus_sizes[@]}"
+  voices=$(python local/mbrola_voices.py)
+  if [[ $mbrola_count -le 0 ]]; then
+    :
+  elif [[ -z "$voices" ]]; then
+    echo "== stage 0: no MBROLA voice installed, training without them (optional, Debian non-free:" \
+      "apt-get install espeak-ng mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)"
+  else
+    $quick && mbrola_count=40
+    echo "== stage 0: $mbrola_count strings in MBROLA voices ($voices) -> $data/mbrola"
+    speechprune synthesize-mbrola --out "$data/mbrola" --count "$mbrola_count"
+  fi
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then
@@ -112,7 +132,7 @@ fi
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "== stage 2: Lightning CTC training -> $exp"
   speechprune train --config conf/train.yaml --exp-dir "$exp" \
-    --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+    --set data.train_manifests="$(train_manifests "$data/corpus")" \
     --set data.valid_manifest="$data/corpus/valid.jsonl" \
     --set tokenizer.path="$data/lang/tokenizer.model" \
     "${extra[@]}"
@@ -139,7 +159,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
     fi
     echo "== stage 5: pruning run $run -> $prune_dir/$run"
     speechprune prune "$exp/model.pt" --config conf/prune.yaml --exp-dir "$prune_dir/$run" \
-      --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+      --set data.train_manifests="$(train_manifests "$data/corpus")" \
       --set data.valid_manifest="$data/corpus/valid.jsonl" "${opts[@]}" "${prune_extra[@]}"
   done
 fi
@@ -150,7 +170,8 @@ if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
   for run in $prune_runs; do runs+=("$prune_dir/$run"); done
   speechprune study --baseline "$exp/model.pt" --runs "${runs[@]}" \
     --manifest "$data/corpus/test.jsonl" --greedy-manifest "$data/corpus/test_speaker.jsonl" \
-    --decoders "$study_dir/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$study_dir" "${study_sizes[@]}"
+    --decoders "$study_dir/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$study_dir" "${study_sizes[@]}" \
+    --retune-manifest "$data/corpus/valid.jsonl" --retune-decoders flashlight flashlight-wide
 fi
 
 if [[ $stage -le 7 && $stop_stage -ge 7 ]]; then
@@ -160,7 +181,7 @@ if [[ $stage -le 7 && $stop_stage -ge 7 ]]; then
   status=0
   speechprune search "$exp/model.pt" --config conf/search.yaml --exp-dir "$search_dir/$search_name" \
     --set search.calibration_manifest="$data/corpus/calibration.jsonl" \
-    --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+    --set data.train_manifests="$(train_manifests "$data/corpus")" \
     --set data.valid_manifest="$data/corpus/valid.jsonl" \
     --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" || status=$?
   # status 1: a budget was out of reach (named above, results written); anything else is a failure
@@ -176,7 +197,7 @@ if [[ $stage -le 8 && $stop_stage -ge 8 ]]; then
   speechprune search-study "$exp/model.pt" --config conf/search.yaml --study conf/search_study.yaml \
     --exp-dir "$search_dir/study" --study-set decoders.wide.lm_path="$data/lang/lm_piece3.arpa" \
     --set search.calibration_manifest="$data/corpus/calibration.jsonl" \
-    --set data.train_manifests="[$data/corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+    --set data.train_manifests="$(train_manifests "$data/corpus")" \
     --set data.valid_manifest="$data/corpus/valid.jsonl" \
     --test "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" "${search_extra[@]}" "${study_extra[@]}"
 fi
@@ -195,7 +216,7 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
       speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
         --tight-fraction "$tight_fraction" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
       speechprune train --config conf/train.yaml --exp-dir "$loso_dir/$speaker" \
-        --set data.train_manifests="[$corpus/train.jsonl,$data/corpus/train_tts.jsonl]" \
+        --set data.train_manifests="$(train_manifests "$corpus")" \
         --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
         "${loso_train[@]}"
       speechprune evaluate "$loso_dir/$speaker/model.pt" "$corpus/test_speaker.jsonl" \

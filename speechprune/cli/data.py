@@ -31,6 +31,14 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _synthesize_mbrola(args: argparse.Namespace) -> int:
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_mbrola_split
+
+    config = FsddCorpusConfig(sample_rate=args.sample_rate, seed=args.seed)
+    print(f"train_mbrola: {prepare_mbrola_split(args.out, args.count, config)}")
+    return 0
+
+
 def _prepare_librispeech(args: argparse.Namespace) -> int:
     from asr.data.librispeech import download_subset, prepare_subset
 
@@ -86,6 +94,21 @@ def register(commands: argparse._SubParsersAction) -> None:
         "cross-faded overlaps) instead of with pauses",
     )
     prepare.set_defaults(handler=_prepare_fsdd)
+
+    mbrola = commands.add_parser(
+        "synthesize-mbrola",
+        help="connected-digit training strings in MBROLA diphone voices",
+        description="Digit strings spoken by eSpeak NG through the installed English MBROLA voices (us1, "
+        "us2, us3, en1) at random rates and pitches, joined and levelled like the FSDD strings (training "
+        "only). "
+        "Needs the espeak-ng program, mbrola and a voice (Debian non-free: apt-get install espeak-ng mbrola "
+        "mbrola-us1). Writes OUT/train_mbrola.jsonl; resumable.",
+    )
+    mbrola.add_argument("--out", required=True, help="output folder for WAVs and the manifest")
+    mbrola.add_argument("--count", type=positive_int, default=1000, help="utterances to synthesize")
+    mbrola.add_argument("--sample-rate", type=positive_int, default=8000, help="output rate in Hz")
+    mbrola.add_argument("--seed", type=int, default=20240, help="seed of every random draw")
+    mbrola.set_defaults(handler=_synthesize_mbrola)
 
     libri = commands.add_parser(
         "prepare-librispeech",

@@ -149,6 +149,13 @@ def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = 
         type=Path,
         help="flashlight lexicon (word TAB pieces; speechprune build-lexicon): only its words are decoded",
     )
+    parser.add_argument(
+        "--temperature",
+        type=positive_float,
+        default=DEFAULTS.temperature,
+        help="sharpen (< 1) or flatten (> 1) the outputs before the beam search: a pruned model's search "
+        "gets smaller with T < 1 (default: %(default)s)",
+    )
     parser.add_argument("--alpha", type=finite_float, default=DEFAULTS.alpha, help="LM weight")
     parser.add_argument(
         "--beta", type=finite_float, default=DEFAULTS.beta, help="bonus per word (per piece for piece LMs)"
@@ -158,6 +165,8 @@ def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = 
 def decoder_settings(args: argparse.Namespace) -> DecoderSettings | None:
     """The settings the decoder options describe; None for greedy decoding, which refuses an LM."""
     if args.decoder == "greedy":
+        if args.temperature != DEFAULTS.temperature:
+            raise SpeechpruneError("--temperature needs a beam-search --decoder (greedy's argmax ignores it)")
         for option, value in (("--lm", args.lm), ("--lexicon", args.lexicon)):
             if value is not None:
                 raise SpeechpruneError(f"{option} needs a beam-search --decoder (greedy decoding uses none)")
@@ -174,6 +183,7 @@ def decoder_settings(args: argparse.Namespace) -> DecoderSettings | None:
             lm_path=args.lm,
             lm_unit=args.lm_unit,
             lexicon_path=args.lexicon,
+            temperature=args.temperature,
         )
     except ValueError as error:
         raise SpeechpruneError(f"decoder options: {error}") from None

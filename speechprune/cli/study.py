@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from common.errors import SpeechpruneError
+from common.fileio import write_json
 from speechprune.cli.options import finite_float, non_negative_float, output_dir, positive_int
 
 
@@ -28,7 +29,12 @@ def _study(args: argparse.Namespace) -> int:
     wide = args.wide_threshold or None
     specs = decoder_specs(tuned, args.lm, args.alpha, args.beta, wide)
     models = collect_models(args.baseline, args.runs, args.models, args.runtimes)
-    rows = run_study(
+    if args.retune_manifest is not None and not args.retune_manifest.is_file():
+        raise SpeechpruneError(f"--retune-manifest {args.retune_manifest}: no such manifest")
+    unknown = sorted(set(args.retune_decoders or ()) - set(specs))
+    if unknown:
+        raise SpeechpruneError(f"--retune-decoders {unknown[0]}: not one of the study's {sorted(specs)}")
+    rows, retuned = run_study(
         models,
         args.manifest,
         specs,
@@ -36,9 +42,16 @@ def _study(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         threads=args.threads,
         greedy_manifests=args.greedy_manifest,
+        retune_manifest=args.retune_manifest,
+        retune_tolerance=args.retune_tolerance,
+        retune_decoders=args.retune_decoders,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    for path in [*write_results(rows, args.out), *write_report(rows, args.out)]:
+    paths = [*write_results(rows, args.out), *write_report(rows, args.out)]
+    if retuned:
+        write_json(args.out / "retuned.json", retuned)
+        paths.append(args.out / "retuned.json")
+    for path in paths:
         print(path)
     return 0
 
@@ -100,6 +113,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         type=non_negative_float,
         default=10.0,
         help="beam threshold of the extra '-wide' decoder configurations (default: 10; 0 = none)",
+    )
+    study.add_argument(
+        "--retune-manifest",
+        type=Path,
+        help="validation manifest: also run every beam-search configuration with each model's own tighter "
+        "beam threshold (+thr) and sharpening temperature (+T), the fastest within the unpruned model's "
+        "WER there (the free levers beside the regularizers); choices go to retuned.json",
+    )
+    study.add_argument(
+        "--retune-decoders",
+        nargs="+",
+        help="re-tune only these configurations (default: every beam-search one; the own decoder's "
+        "grids are slow)",
+    )
+    study.add_argument(
+        "--retune-tolerance",
+        type=non_negative_float,
+        default=0.0,
+        help="absolute WER the re-tuned settings may add to the unpruned model's (default: 0)",
     )
     study.add_argument("--out", type=output_dir, required=True, help="output folder")
     study.set_defaults(handler=_study)

@@ -1,8 +1,8 @@
 """Plots of a pruning study (rows from :func:`speechprune.study.run.run_study`).
 
 One message per plot: what pruning does to decoder time (with and without the regularizer), which models
-are worth deploying (WER vs end-to-end latency), where the time goes (encoder vs decoder), and whether
-output entropy predicts the search size.
+are worth deploying (WER vs end-to-end latency), where the time goes (encoder vs decoder), whether
+output entropy predicts the search size, and (with re-tuned rows) what the free levers buy beside it.
 """
 
 from __future__ import annotations
@@ -76,6 +76,42 @@ def plot_decoder_time(rows: list[Row], out: Path) -> Path:
     axes[0][0].legend(fontsize=8)
     figure.suptitle("Decoder time vs sparsity: vanilla (dashed) vs entropy-regularized (solid) pruning")
     return save_png(figure, out / "decoder_time_vs_sparsity.png")
+
+
+LEVER_MARKERS = {"": "o", "+thr": "s", "+T": "^"}  # fixed decoder, re-tuned threshold, temperature
+
+
+def plot_levers(rows: list[Row], out: Path) -> Path | None:
+    """Decoder time against WER per model for the fixed decoder and each re-tuned lever (one panel per
+    configuration that has them): at equal WER, a regularizer must sit below the free levers' points."""
+    bases = sorted({r.decoder.rsplit("+", 1)[0] for r in rows if r.decoder.endswith(("+thr", "+T"))})
+    if not bases:
+        return None
+    figure, axes = plt.subplots(1, len(bases), figsize=(5.6 * len(bases), 4.4), squeeze=False)
+    colors = {key: f"C{i}" for i, key in enumerate(sorted({_series_key(r) for r in rows}))}
+    for axis, base in zip(axes.flat, bases, strict=True):
+        for lever, marker in LEVER_MARKERS.items():
+            members = [r for r in rows if r.decoder == base + lever and r.runtime == "torch"]
+            for row in members:
+                axis.scatter(100 * row.wer, row.decoder_ms, marker=marker, color=colors[_series_key(row)])
+                if not lever:
+                    axis.annotate(
+                        f"{100 * row.lstm_sparsity:.0f}%", (100 * row.wer, row.decoder_ms), fontsize=7
+                    )
+        for key, color in colors.items():
+            axis.scatter([], [], color=color, label=key)
+        for lever, marker in LEVER_MARKERS.items():
+            axis.scatter([], [], marker=marker, color="black", label=f"decoder {lever or 'fixed'}")
+        axis.set_title(f"decoder: {base} (labels: LSTM units removed)")
+        axis.set_xlabel("WER (%)")
+        axis.set_ylabel("decoder time per utterance (ms)")
+        axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle(
+        "Free levers: each model's own beam threshold (+thr) or temperature (+T), within the "
+        "unpruned model's validation WER"
+    )
+    return save_png(figure, out / "levers_decoder_time_vs_wer.png")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

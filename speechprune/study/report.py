@@ -17,6 +17,7 @@ from speechprune.study.plots import (
     plot_decoder_time,
     plot_entropy_vs_search,
     plot_latency_breakdown,
+    plot_levers,
     plot_pareto,
 )
 from speechprune.study.rows import StudyRow
@@ -29,6 +30,8 @@ SUMMARY_COLUMNS = (
     ("lstm_sparsity", "sparsity"),
     ("parameters", "params"),
     ("wer", "WER"),
+    ("beam_threshold", "thr"),
+    ("temperature", "T"),
     ("entropy_mean", "H mean"),
     ("entropy_nonblank_mean", "H non-blank"),
     ("mac_reduction", "MAC ÷"),
@@ -76,6 +79,8 @@ def write_report(rows: list[StudyRow], out: Path) -> list[Path]:
     decoders = {r.decoder for r in rows}
     primary = PRIMARY_DECODER if PRIMARY_DECODER in decoders else sorted(decoders)[0]
     paths += [plot_pareto(rows, out, primary), plot_latency_breakdown(rows, out, primary)]
+    levers = plot_levers(rows, out)
+    paths += [levers] if levers is not None else []
     summary = out / "summary.md"
     with atomic_open(summary, "w") as handle:
         handle.write(markdown_summary(rows))

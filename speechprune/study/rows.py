@@ -61,6 +61,8 @@ class StudyRow:
     wer_greedy_by_manifest: dict[str, float] = field(default_factory=dict)
     device: dict[str, Any] = field(default_factory=dict)
     runtime: str = "torch"  # torch, onnx or onnx-int8 (speechprune.study.models.RUNTIMES)
+    beam_threshold: float | None = None  # the decoder's, as this row ran it (re-tuned rows: the model's own)
+    temperature: float = 1.0
     # derived
     encoder_ms: dict[int, float] = field(default_factory=dict)
     end_to_end_ms: dict[int, float] = field(default_factory=dict)

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tqdm import tqdm
@@ -34,6 +35,7 @@ from pruning.cost import encoder_macs_per_second
 from pruning.structure import lstm_sparsity, unit_groups
 from speechprune.study.models import StudyModel, encoder_shape
 from speechprune.study.rows import StudyRow, derive
+from speechprune.study.tuning import retuned_specs
 
 
 class ModelRunner:
@@ -88,6 +90,9 @@ def greedy_wers(runners: dict[str, ModelRunner], manifest: Path) -> dict[str, fl
     return wers
 
 
+Specs = dict[str, tuple[str, DecoderSettings | Mapping[str, DecoderSettings]]]  # settings, or per model
+
+
 def run_study(
     models: list[StudyModel],
     manifest: Path,
@@ -96,18 +101,43 @@ def run_study(
     repeats: int = 3,
     threads: Sequence[int] = (1, 2),
     greedy_manifests: Sequence[Path] = (),
-) -> list[StudyRow]:
-    """Measure every model with every decoder configuration; one row per (model, decoder)."""
+    retune_manifest: Path | None = None,
+    retune_tolerance: float = 0.0,
+    retune_decoders: Sequence[str] | None = None,
+) -> tuple[list[StudyRow], dict[str, Any]]:
+    """Measure every model with every decoder configuration; one row per (model, decoder).
+
+    With ``retune_manifest`` (validation speech), every beam-search configuration (or those named in
+    ``retune_decoders``) also runs with each model's own re-tuned beam threshold and temperature
+    (:func:`retuned_specs`). Returns the rows and those choices (empty without a retune manifest).
+    """
     with tempfile.TemporaryDirectory(prefix="speechprune-study-") as scratch:
         runners = open_runners(models, threads, Path(scratch))
-        return _measure(models, runners, manifest, specs, decode_limit, repeats, threads, greedy_manifests)
+        torch.set_num_threads(threads[0])
+        choices: dict[str, Any] = {}
+        all_specs: Specs = dict(specs)
+        if retune_manifest is not None:
+            reference = min(name for name in runners if name.split("@")[0] == "unpruned")  # torch first
+            sample_rate = runners[reference].loaded.recognizer.sample_rate
+            validation = load_evaluation_audio(retune_manifest, sample_rate, decode_limit)
+            emissions = {name: runner.emissions(validation.waveforms) for name, runner in runners.items()}
+            tokenizers = {name: runner.loaded.tokenizer for name, runner in runners.items()}
+            chosen = {k: v for k, v in specs.items() if retune_decoders is None or k in retune_decoders}
+            retuned, choices = retuned_specs(
+                emissions, tokenizers, validation.references, chosen, reference, retune_tolerance
+            )
+            all_specs.update(retuned)
+        rows = _measure(
+            models, runners, manifest, all_specs, decode_limit, repeats, threads, greedy_manifests
+        )
+        return rows, choices
 
 
 def _measure(
     models: list[StudyModel],
     runners: dict[str, ModelRunner],
     manifest: Path,
-    specs: dict[str, tuple[str, DecoderSettings]],
+    specs: Specs,
     decode_limit: int | None,
     repeats: int,
     threads: Sequence[int],
@@ -133,9 +163,15 @@ def _measure(
     greedy = {Path(p).stem: greedy_wers(runners, p) for p in tqdm(greedy_manifests, desc="greedy WER")}
 
     rows = []
-    for spec_name, (backend, settings) in specs.items():
+    for spec_name, (backend, spec_settings) in specs.items():
+        settings = {
+            name: spec_settings[name] if isinstance(spec_settings, Mapping) else spec_settings
+            for name in runners
+        }
         rounds = {
-            name: DecoderSteps(make_decoder(backend, runner.loaded.tokenizer, settings), emissions[name])
+            name: DecoderSteps(
+                make_decoder(backend, runner.loaded.tokenizer, settings[name]), emissions[name]
+            )
             for name, runner in runners.items()
         }
         decoder_times = interleaved(rounds, repeats=repeats)
@@ -145,6 +181,7 @@ def _measure(
                     study_model,
                     runners[study_model.label].loaded,
                     spec_name,
+                    settings[study_model.label],
                     rounds[study_model.label].decoded,
                     emissions[study_model.label],
                     decoder_times[study_model.label].median_ms,
@@ -163,6 +200,7 @@ def _row(
     study_model: StudyModel,
     model: LoadedModel,
     decoder: str,
+    settings: DecoderSettings,
     decoded: list[BackendResult],
     emissions: list[torch.Tensor],
     decoder_ms: list[float],
@@ -197,6 +235,8 @@ def _row(
         encoder_shape=encoder_shape(encoder.config),
         macs_per_second=round(encoder_macs_per_second(encoder, model.recognizer.features.config)),
         decoder=decoder,
+        beam_threshold=settings.beam_threshold,
+        temperature=settings.temperature,
         utterances=len(references),
         wer=round(error_counts(references, [r.text for r in decoded]).wer, 5),
         wer_greedy=round(error_counts(references, [r.text for r in greedy]).wer, 5),

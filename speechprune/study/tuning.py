@@ -2,24 +2,122 @@
 
 :func:`tune_decoders` finds the smallest search at no WER cost, as a deployment would;
 :func:`decoder_specs` turns the chosen settings into the study's named configurations (tuned, +lm, -wide).
+:func:`retuned_specs` gives every model its own tighter beam threshold, or its own sharpening
+temperature, within the unpruned model's WER: the free levers a regularizer that costs a training run
+must beat. :func:`decode_grid` and :func:`cheapest_within` are the one implementation of "the cheapest
+settings within a WER budget", shared with the latency search's co-tuning.
 """
 
 from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from asr.checkpoint import load_model
 from asr.inference import encode_each, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
+from asr.timing import DecoderSteps
+from asr.tokenizer import Tokenizer
+from common.measure import interleaved
 from decoding.backends import DecoderSettings, make_decoder
 from decoding.search_stats import aggregate_stats
 
 WIDE_CUTOFF_PROB = 0.999  # the own decoder's cutoff in the "wide" configurations
 TUNED_BACKENDS = ("own", "flashlight")
+RETUNE_THRESHOLDS = (12.0, 10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.0)
+RETUNE_TEMPERATURES = (0.9, 0.8, 0.7, 0.6, 0.5)
+RETUNED_LEVERS = ("thr", "T")  # suffixes of the re-tuned configurations: "flashlight-wide+thr", "+T"
+
+
+@dataclass(frozen=True)
+class GridPoint:
+    """One decoder setting tried on a model's emissions: its WER and mean decode time per utterance."""
+
+    settings: DecoderSettings
+    wer: float
+    mean_ms: float
+
+
+def decode_grid(
+    backend: str,
+    tokenizer: Tokenizer,
+    grid: Sequence[DecoderSettings],
+    emissions: Sequence[Any],
+    references: Sequence[str],
+) -> list[GridPoint]:
+    """Decode the same emissions with every setting of ``grid``, timed interleaved (one warm-up pass,
+    whose texts give the WER, and one timed pass), so the points are compared under the same load."""
+    rounds = {i: DecoderSteps(make_decoder(backend, tokenizer, s), emissions) for i, s in enumerate(grid)}
+    timings = interleaved(rounds, repeats=1, warmup=1)
+    return [
+        GridPoint(s, error_counts(references, [r.text for r in rounds[i].decoded]).wer, timings[i].mean_ms)
+        for i, s in enumerate(grid)
+    ]
+
+
+def cheapest_within(points: Sequence[GridPoint], wer_budget: float) -> GridPoint | None:
+    """The fastest point whose WER is at most ``wer_budget``; None when none is."""
+    allowed = [p for p in points if p.wer <= wer_budget + 1e-12]
+    return min(allowed, key=lambda p: p.mean_ms) if allowed else None
+
+
+def threshold_grid(settings: DecoderSettings) -> list[DecoderSettings]:
+    """``settings`` and every tighter beam threshold of :data:`RETUNE_THRESHOLDS`."""
+    current = settings.beam_threshold if settings.beam_threshold is not None else float("inf")
+    return [settings, *(replace(settings, beam_threshold=t) for t in RETUNE_THRESHOLDS if t < current)]
+
+
+def temperature_grid(settings: DecoderSettings) -> list[DecoderSettings]:
+    """``settings`` and the same search on outputs sharpened by every temperature of the grid."""
+    return [settings, *(replace(settings, temperature=settings.temperature * t) for t in RETUNE_TEMPERATURES)]
+
+
+def retuned_specs(
+    emissions: dict[str, Sequence[Any]],
+    tokenizers: dict[str, Tokenizer],
+    references: Sequence[str],
+    specs: dict[str, tuple[str, DecoderSettings]],
+    reference: str,
+    tolerance: float = 0.0,
+) -> tuple[dict[str, tuple[str, dict[str, DecoderSettings]]], dict[str, Any]]:
+    """Per beam-search configuration, two more: each model's own tighter beam threshold (``+thr``) and
+    its own sharpening temperature (``+T``), the fastest on its ``emissions`` (validation speech) whose
+    WER stays within the ``reference`` (unpruned) model's WER with the fixed settings + ``tolerance``.
+
+    Returns the configurations (settings per model label) and, for a report, every choice with its WER
+    and budget. A model that misses the budget even with the fixed settings keeps them.
+    """
+    retuned: dict[str, tuple[str, dict[str, DecoderSettings]]] = {}
+    choices: dict[str, Any] = {}
+    for name, (backend, settings) in specs.items():
+        if backend == "greedy":
+            continue
+        for lever, make_grid in zip(RETUNED_LEVERS, (threshold_grid, temperature_grid), strict=True):
+            grids = {
+                label: decode_grid(
+                    backend, tokenizers[label], make_grid(settings), model_emissions, references
+                )
+                for label, model_emissions in emissions.items()
+            }
+            budget = grids[reference][0].wer + tolerance  # the first point is the fixed setting
+            per_model, chosen = {}, {}
+            for label, points in grids.items():
+                best = cheapest_within(points, budget) or points[0]
+                per_model[label] = best.settings
+                chosen[label] = {
+                    "beam_threshold": best.settings.beam_threshold,
+                    "temperature": best.settings.temperature,
+                    "validation_wer": round(best.wer, 5),
+                    "fixed_validation_wer": round(points[0].wer, 5),
+                    "decoder_ms": round(best.mean_ms, 4),
+                    "fixed_decoder_ms": round(points[0].mean_ms, 4),
+                }
+            retuned[f"{name}+{lever}"] = (backend, per_model)
+            choices[f"{name}+{lever}"] = {"wer_budget": round(budget, 5), "models": chosen}
+    return retuned, choices
 
 
 def decoder_specs(
