@@ -37,7 +37,7 @@ while [[ $# -gt 0 ]]; do
     --prune-runs) prune_runs="$2"; shift 2 ;;
     --entropy-weight) entropy_weight="$2"; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,10p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
