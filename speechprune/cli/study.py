@@ -118,8 +118,9 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--retune-manifest",
         type=Path,
         help="validation manifest: also run every beam-search configuration with each model's own tighter "
-        "beam threshold (+thr) and sharpening temperature (+T), the fastest within the unpruned model's "
-        "WER there (the free levers beside the regularizers); choices go to retuned.json",
+        "beam threshold (+thr) and sharpening temperature (+T), the fastest within that model's own WER "
+        "with the fixed settings there (the free levers beside the regularizers); choices go to "
+        "retuned.json",
     )
     study.add_argument(
         "--retune-decoders",
@@ -131,7 +132,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--retune-tolerance",
         type=non_negative_float,
         default=0.0,
-        help="absolute WER the re-tuned settings may add to the unpruned model's (default: 0)",
+        help="absolute WER the re-tuned settings may add to each model's own (default: 0)",
     )
     study.add_argument("--out", type=output_dir, required=True, help="output folder")
     study.set_defaults(handler=_study)

@@ -117,14 +117,13 @@ def run_study(
         choices: dict[str, Any] = {}
         all_specs: Specs = dict(specs)
         if retune_manifest is not None:
-            reference = min(name for name in runners if name.split("@")[0] == "unpruned")  # torch first
-            sample_rate = runners[reference].loaded.recognizer.sample_rate
+            sample_rate = next(iter(runners.values())).loaded.recognizer.sample_rate
             validation = load_evaluation_audio(retune_manifest, sample_rate, decode_limit)
             emissions = {name: runner.emissions(validation.waveforms) for name, runner in runners.items()}
             tokenizers = {name: runner.loaded.tokenizer for name, runner in runners.items()}
             chosen = {k: v for k, v in specs.items() if retune_decoders is None or k in retune_decoders}
             retuned, choices = retuned_specs(
-                emissions, tokenizers, validation.references, chosen, reference, retune_tolerance
+                emissions, tokenizers, validation.references, chosen, retune_tolerance
             )
             all_specs.update(retuned)
         rows = _measure(

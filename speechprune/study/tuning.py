@@ -80,15 +80,14 @@ def retuned_specs(
     tokenizers: dict[str, Tokenizer],
     references: Sequence[str],
     specs: dict[str, tuple[str, DecoderSettings]],
-    reference: str,
     tolerance: float = 0.0,
 ) -> tuple[dict[str, tuple[str, dict[str, DecoderSettings]]], dict[str, Any]]:
     """Per beam-search configuration, two more: each model's own tighter beam threshold (``+thr``) and
     its own sharpening temperature (``+T``), the fastest on its ``emissions`` (validation speech) whose
-    WER stays within the ``reference`` (unpruned) model's WER with the fixed settings + ``tolerance``.
+    WER stays within that model's WER with the fixed settings + ``tolerance``: the rule the unpruned
+    model's settings were tuned by, applied to every model, so each lever is compared at equal WER.
 
-    Returns the configurations (settings per model label) and, for a report, every choice with its WER
-    and budget. A model that misses the budget even with the fixed settings keeps them.
+    Returns the configurations (settings per model label) and, for a report, every choice with its WER.
     """
     retuned: dict[str, tuple[str, dict[str, DecoderSettings]]] = {}
     choices: dict[str, Any] = {}
@@ -96,16 +95,14 @@ def retuned_specs(
         if backend == "greedy":
             continue
         for lever, make_grid in zip(RETUNED_LEVERS, (threshold_grid, temperature_grid), strict=True):
-            grids = {
-                label: decode_grid(
+            per_model, chosen = {}, {}
+            for label, model_emissions in emissions.items():
+                points = decode_grid(
                     backend, tokenizers[label], make_grid(settings), model_emissions, references
                 )
-                for label, model_emissions in emissions.items()
-            }
-            budget = grids[reference][0].wer + tolerance  # the first point is the fixed setting
-            per_model, chosen = {}, {}
-            for label, points in grids.items():
-                best = cheapest_within(points, budget) or points[0]
+                best = (
+                    cheapest_within(points, points[0].wer + tolerance) or points[0]
+                )  # the first is the fixed
                 per_model[label] = best.settings
                 chosen[label] = {
                     "beam_threshold": best.settings.beam_threshold,
@@ -116,7 +113,7 @@ def retuned_specs(
                     "fixed_decoder_ms": round(points[0].mean_ms, 4),
                 }
             retuned[f"{name}+{lever}"] = (backend, per_model)
-            choices[f"{name}+{lever}"] = {"wer_budget": round(budget, 5), "models": chosen}
+            choices[f"{name}+{lever}"] = {"tolerance": tolerance, "models": chosen}
     return retuned, choices
 
 
