@@ -108,9 +108,11 @@ def plot_levers(rows: list[Row], out: Path) -> Path | None:
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
     figure.suptitle(
-        "Free levers: each model's own beam threshold (+thr) or temperature (+T), within the "
-        "unpruned model's validation WER"
+        "Free levers: each model's own beam threshold (+thr) or temperature (+T),\n"
+        "the fastest within its own validation WER",
+        fontsize=10,
     )
+    figure.tight_layout()
     return save_png(figure, out / "levers_decoder_time_vs_wer.png")
 
 
