@@ -109,7 +109,7 @@ def _check_band(config: AugmentConfig, sample_rate: int) -> None:
 class WaveformAugmenter:
     """Random speed, pitch, room, noise and channel for one training waveform (runs in loader workers)."""
 
-    def __init__(self, config: AugmentConfig, sample_rate: int, seed: int = 0) -> None:
+    def __init__(self, config: AugmentConfig, sample_rate: int) -> None:
         self.config = config
         self.sample_rate = sample_rate
         self.pitch_ratios = tuple(Fraction(r).limit_denominator(50) for r in config.pitch_ratios)
@@ -117,7 +117,7 @@ class WaveformAugmenter:
             _check_band(config, sample_rate)
         # Drawn here, in the main process, so every data-loader worker convolves with the same rooms.
         rooms = (
-            simulated_rooms(config.room_count, sample_rate, tuple(config.rt60_seconds), seed)
+            simulated_rooms(config.room_count, sample_rate, tuple(config.rt60_seconds))
             if config.reverb_prob > 0
             else []
         )

@@ -14,7 +14,9 @@ import numpy as np
 
 from common.errors import SpeechpruneError
 
-_MAX_IMAGE_ORDER = 40  # 40 ms a response at 8 kHz; higher orders add only the last, quietest part of the tail
+_MAX_IMAGE_ORDER = (
+    40  # reflections per wall; higher orders add only the quietest end of the tail (40 ms a room)
+)
 _ROOM_SIZE_M = ((3.0, 3.0, 2.4), (9.0, 7.0, 3.5))  # living room to small office / classroom
 _WALL_CLEARANCE_M = 0.5
 
@@ -26,8 +28,8 @@ def simulated_rooms(
     """``count`` float32 impulse responses, each starting at its direct path with unit energy.
 
     Starting at the direct path keeps the speech where the transcript's alignment expects it; unit
-    energy keeps the utterance's level, so the level jitter stays the corpus's. Cached: every fine-tune
-    of a pruning search builds a data module, and drawing the bank takes seconds.
+    energy keeps responses comparable (:func:`asr.augment.reverberate` restores the input's peak level).
+    Cached: every fine-tune of a pruning search builds a data module, and drawing the bank takes seconds.
     """
     try:
         import pyroomacoustics as pra
