@@ -78,6 +78,7 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
             exp_dir / "prune_summary.json",
             {
                 "base_model": str(base_model),
+                "seed": int(config.get("seed", 0)),  # tells seeds of one study apart
                 "criterion": criterion.name,
                 "schedule": asdict(schedule),
                 "regularizer": asdict(regularizer),

@@ -285,3 +285,99 @@ def test_the_cheapest_setting_within_the_wer_budget_is_chosen():
     points = [GridPoint(base, 0.02, 1.0), GridPoint(base, 0.02, 0.5), GridPoint(base, 0.05, 0.1)]
     assert cheapest_within(points, 0.02) is points[1]  # the faster one at the same WER, not the fastest
     assert cheapest_within(points, 0.01) is None
+
+
+def test_runs_repeated_with_other_seeds_are_told_apart_and_the_same_seed_twice_is_refused(
+    base_model, pruning_run, tmp_path
+):
+    import json
+
+    summary = json.loads((pruning_run / "prune_summary.json").read_text())
+    assert summary["seed"] == 3  # the config's seed, as the run used it
+    again = tmp_path / "seed4"
+    shutil.copytree(pruning_run, again)
+    (again / "prune_summary.json").write_text(json.dumps({**summary, "seed": 4}))
+    labels = [m.label for m in collect_models(base_model, [pruning_run, again])]
+    assert labels == [
+        "unpruned",
+        "mnp-ent1-s25-seed3",
+        "mnp-ent1-s50-seed3",
+        "mnp-ent1-s25-seed4",
+        "mnp-ent1-s50-seed4",
+    ]
+    assert [m.label for m in collect_models(base_model, [again])][1] == "mnp-ent1-s25"  # alone: short
+    with pytest.raises(SpeechpruneError, match="labelled alike"):
+        collect_models(base_model, [pruning_run, pruning_run])
+
+
+def _swept_row(model: str, decoder: str, decoder_ms: float, wer: float, weight: float, seed: int | None):
+    """A measured row as the study writes it, with only what the seed summary and the sweep plot read."""
+    return StudyRow(
+        model=model,
+        method="unpruned" if seed is None else "mnp",
+        regularizer="none" if weight == 0 else "frame_entropy",
+        regularizer_weight=weight,
+        target_sparsity=0.0 if seed is None else 0.5,
+        lstm_sparsity=0.0 if seed is None else 0.5,
+        parameters=1000,
+        encoder_shape="conv8_lstm24_bi",
+        macs_per_second=10_000,
+        decoder=decoder,
+        utterances=10,
+        wer=wer,
+        wer_greedy=wer,
+        entropy_mean=0.02,
+        entropy_nonblank_mean=0.1,
+        tokens_for_95pct_mean=1.1,
+        decoder_ms=decoder_ms,
+        decoder_ms_p90=decoder_ms,
+        audio_seconds_mean=2.0,
+        encoder_ms_model={1: 5.0},
+        beam_threshold=10.0 if decoder == "flashlight-wide" else 4.0,
+        temperature=0.5 if decoder.endswith("+T") else 1.0,
+        seed=seed,
+    )
+
+
+def test_repeated_runs_are_summarized_over_seeds_against_the_unpruned_fixed_decoder(tmp_path):
+    from speechprune.study.report import markdown_over_seeds, over_seeds
+    from speechprune.study.rows import derive
+
+    rows = [
+        _swept_row("unpruned", d, 2.0 if d == "flashlight-wide" else 0.5, 0.01, 0, None)
+        for d in ("flashlight-wide", "flashlight-wide+T")
+    ]
+    times = {0: (2.8, 2.6), 1: (2.4, 2.2), 3: (2.1, 2.1), 10: (1.9, 1.7)}  # seed 1, seed 2
+    for weight, pair in times.items():
+        for seed, ms in zip((1, 2), pair, strict=True):
+            label = f"mnp-{weight}-seed{seed}"
+            rows.append(_swept_row(label, "flashlight-wide", ms, 0.01 * seed, weight, seed))
+            rows.append(_swept_row(label, "flashlight-wide+T", ms / 4, 0.01 * seed, weight, seed))
+    rows.append(_swept_row("mnp-once", "flashlight-wide", 9.0, 0.1, 30, 1))  # one seed: no summary
+    records = over_seeds(derive(rows))
+    assert len(records) == 8  # four weights x two configurations; unpruned and the lone run left out
+    fixed10 = next(r for r in records if r["decoder"] == "flashlight-wide" and r["regularizer_weight"] == 10)
+    assert fixed10["seeds"] == "1 2"
+    assert fixed10["decoder_ms_mean"] == pytest.approx(1.8) and fixed10["decoder_ms_spread"] == pytest.approx(
+        0.1
+    )
+    assert fixed10["decoder_vs_unpruned_fixed_mean"] == pytest.approx(0.9)
+    assert fixed10["wer_mean"] == pytest.approx(0.015) and fixed10["wer_spread"] == pytest.approx(0.005)
+    sharpened = next(
+        r for r in records if r["decoder"] == "flashlight-wide+T" and r["regularizer_weight"] == 10
+    )
+    # +T rows on the unpruned model's *fixed* scale (its own +T row is 0.5 ms, not the reference)
+    assert sharpened["decoder_vs_unpruned_fixed_mean"] == pytest.approx(0.225)
+    assert sharpened["temperatures"] == "0.5 0.5"
+    table = markdown_over_seeds(records)
+    assert (
+        "| flashlight-wide | mnp, frame_entropy λ=10 | 50% | 1 2 | 1.50 ± 0.50% "
+        "| 1.800 ± 0.100 | 0.900 ± 0.050 |" in table
+    )
+
+    paths = write_report(rows, tmp_path)
+    assert tmp_path / "weight_sweep.png" in paths and tmp_path / "seeds.csv" in paths
+    assert (tmp_path / "weight_sweep.png").stat().st_size > 10_000
+    assert "over seeds" in (tmp_path / "summary.md").read_text()
+    single_weight = [r for r in rows if r.regularizer_weight in (0, 1)]
+    assert tmp_path / "other" / "weight_sweep.png" not in write_report(single_weight, tmp_path / "other")

@@ -8,6 +8,7 @@
 #   bash run.sh --fsdd-dir /path/to/fsdd # FSDD elsewhere (default: ../shared/data/fsdd, else download)
 #   bash run.sh --units char             # character units instead of whole-word unigram pieces
 #   bash run.sh --stage 5 --prune-runs "mnp_vanilla mnp_entropy"   # only these pruning runs
+#   bash run.sh --stage 5 --stop-stage 6 --prune-runs "mnp_vanilla mnp_entropy@3" --prune-seeds "1 2"  # lambda 3, 2 seeds
 #   bash run.sh --stage 7 --search-set search.objective=encoder       # the latency search, another objective
 #   bash run.sh --stage 8 --stop-stage 8   # the search study (hours on 2 cores; resumes run by run)
 #   bash run.sh --stage 9 --stop-stage 9   # leave-one-speaker-out: six trainings, each without one speaker
@@ -32,6 +33,7 @@ extra=()                # extra --set overrides for training
 # Pruning study: criterion (MNP, VIBNet) x regularizer (vanilla: lambda = 0; entropy: lambda > 0).
 prune_runs="mnp_vanilla mnp_entropy vib_vanilla vib_entropy"
 entropy_weight=1.0
+prune_seeds=""          # "1 2": every pruning run once per seed (folders RUN_seedN); the study gives mean and spread
 prune_extra=()          # extra --set overrides for every pruning run
 search_extra=()         # extra --set overrides for the latency search (stage 7)
 search_name=end_to_end  # folder of the search under exp/search/
@@ -54,6 +56,7 @@ while [[ $# -gt 0 ]]; do
     --set) extra+=(--set "$2"); shift 2 ;;
     --prune-runs) prune_runs="$2"; shift 2 ;;
     --entropy-weight) entropy_weight="$2"; shift 2 ;;
+    --prune-seeds) prune_seeds="$2"; shift 2 ;;
     --prune-set) prune_extra+=(--set "$2"); shift 2 ;;
     --search-set) search_extra+=(--set "$2"); shift 2 ;;
     --search-name) search_name="$2"; shift 2 ;;
@@ -62,7 +65,7 @@ while [[ $# -gt 0 ]]; do
     --loso-epochs) loso_epochs="$2"; shift 2 ;;
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
     --mbrola-count) mbrola_count="$2"; shift 2 ;;
-    -h|--help) sed -n '2,16p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -153,7 +156,7 @@ if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
 fi
 
 if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
-  for run in $prune_runs; do
+  for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do
     prune_run_options "$run" "$entropy_weight"
     if [[ -f "$prune_dir/$run/prune_summary.json" ]]; then
       echo "== stage 5: $run already done ($prune_dir/$run)"; continue
@@ -168,7 +171,7 @@ fi
 if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
   echo "== stage 6: study (WER, search size, encoder/decoder latency) -> $study_dir"
   runs=()
-  for run in $prune_runs; do runs+=("$prune_dir/$run"); done
+  for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do runs+=("$prune_dir/$run"); done
   speechprune study --baseline "$exp/model.pt" --runs "${runs[@]}" \
     --manifest "$data/corpus/test.jsonl" --greedy-manifest "$data/corpus/test_speaker.jsonl" \
     --decoders "$study_dir/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$study_dir" "${study_sizes[@]}" \

@@ -6,6 +6,7 @@
 #   bash run.sh --corpus DIR --model edge                  # the 3 x 320 edge model instead of the paper's 4 x 1024
 #   bash run.sh --corpus DIR --gpus 4 --stage 3 --stop-stage 3   # train on 4 GPUs (Lightning DDP)
 #   bash run.sh --corpus DIR --stage 6 --prune-runs "mnp_vanilla mnp_entropy"
+#   bash run.sh --corpus DIR --stage 6 --prune-runs "mnp_vanilla mnp_entropy@3" --prune-seeds "1 2"  # lambda 3, two seeds
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -23,6 +24,7 @@ dev=dev-clean
 tests="test-clean test-other"
 prune_runs="mnp_vanilla mnp_entropy vib_vanilla vib_entropy"
 entropy_weight=1.0
+prune_seeds=""          # "1 2": every pruning run once per seed (folders RUN_seedN); the study gives mean and spread
 extra=()
 
 while [[ $# -gt 0 ]]; do
@@ -36,8 +38,9 @@ while [[ $# -gt 0 ]]; do
     --train-subsets) train_subsets="$2"; shift 2 ;;
     --prune-runs) prune_runs="$2"; shift 2 ;;
     --entropy-weight) entropy_weight="$2"; shift 2 ;;
+    --prune-seeds) prune_seeds="$2"; shift 2 ;;
     --set) extra+=(--set "$2"); shift 2 ;;
-    -h|--help) sed -n '2,10p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -99,7 +102,7 @@ if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
 fi
 
 if [[ $stage -le 6 && $stop_stage -ge 6 ]]; then
-  for run in $prune_runs; do
+  for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do
     prune_run_options "$run" "$entropy_weight"
     if [[ -f "$exp/prune/$run/prune_summary.json" ]]; then
       echo "== stage 6: $run already done"; continue
@@ -113,7 +116,7 @@ fi
 if [[ $stage -le 7 && $stop_stage -ge 7 ]]; then
   echo "== stage 7: study on test-clean -> $exp/study"
   runs=()
-  for run in $prune_runs; do runs+=("$exp/prune/$run"); done
+  for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do runs+=("$exp/prune/$run"); done
   speechprune study --baseline "$exp/baseline/model.pt" --runs "${runs[@]}" \
     --manifest "$manifests/test-clean.jsonl" --greedy-manifest "$manifests/test-other.jsonl" \
     --decoders "$exp/study/decoders.json" --lm "$data/lang/lm_piece3.arpa" --out "$exp/study" --limit 500

@@ -4,6 +4,7 @@ other model files, each on one or more runtimes (torch, or the exported ONNX enc
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +28,7 @@ class StudyModel:
     target_sparsity: float
     regularizer: str = "none"  # the regularizer's kind, "none" when its weight is 0
     runtime: str = "torch"  # one of RUNTIMES
+    seed: int | None = None  # the pruning run's seed (None: not a pruning run, or a summary without it)
 
 
 def collect_models(
@@ -52,17 +54,38 @@ def collect_models(
         for snapshot in summary["snapshots"]:
             tag = f"{summary['criterion']}-{regularizer}-s{round(snapshot['sparsity'] * 100):02d}"
             path = run / "snapshots" / snapshot["path"]
-            models.append(StudyModel(tag, path, summary["criterion"], weight, snapshot["sparsity"], kind))
+            models.append(
+                StudyModel(
+                    tag,
+                    path,
+                    summary["criterion"],
+                    weight,
+                    snapshot["sparsity"],
+                    kind,
+                    seed=summary.get("seed"),
+                )
+            )
     for path in map(Path, model_files):
         if not path.is_file():
             raise SpeechpruneError(f"{path}: no such model file")
         models.append(StudyModel(path.stem, path, "model", 0.0, 0.0))
+    models = _seeds_told_apart(models)
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
         raise SpeechpruneError(f"two models are labelled alike ({sorted(labels)}): rename a model file")
     return [
         replace(m, label=m.label if runtime == "torch" else f"{m.label}@{runtime}", runtime=runtime)
         for runtime in runtimes
+        for m in models
+    ]
+
+
+def _seeds_told_apart(models: list[StudyModel]) -> list[StudyModel]:
+    """Runs that differ only in their seed (a study repeated to know its spread) share a tag: those get
+    ``-seedN`` appended, so that every other study keeps its short labels."""
+    count = Counter(m.label for m in models)
+    return [
+        replace(m, label=f"{m.label}-seed{m.seed}") if count[m.label] > 1 and m.seed is not None else m
         for m in models
     ]
 

@@ -7,11 +7,14 @@ output entropy predicts the search size, and (with re-tuned rows) what the free 
 
 from __future__ import annotations
 
+import statistics
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from speechprune.figures import save_png
 from speechprune.study.rows import StudyRow
@@ -54,6 +57,23 @@ def _style(series: list[Row]) -> dict[str, Any]:
     }
 
 
+def _over_seeds(
+    series: list[Row], x_of: Callable[[Row], float], y_of: Callable[[Row], float]
+) -> tuple[list[float], list[float], list[list[float]]]:
+    """Points of one curve averaged over the runs repeated with other seeds: x, mean y and the
+    asymmetric error bar (down to the lowest, up to the highest); a single run has a zero bar."""
+    at: dict[float, list[float]] = defaultdict(list)
+    for row in series:
+        at[round(x_of(row), 3)].append(y_of(row))
+    xs = sorted(at)
+    means = [statistics.fmean(at[x]) for x in xs]
+    bars = [
+        [m - min(at[x]) for x, m in zip(xs, means, strict=True)],
+        [max(at[x]) - m for x, m in zip(xs, means, strict=True)],
+    ]
+    return xs, means, bars
+
+
 def plot_decoder_time(rows: list[Row], out: Path) -> Path:
     decoders = sorted({r.decoder for r in rows})
     columns = min(3, len(decoders))
@@ -63,18 +83,18 @@ def plot_decoder_time(rows: list[Row], out: Path) -> Path:
         axis.set_visible(False)
     for axis, decoder in zip(axes.flat, decoders, strict=False):
         for key, series in _by_series(rows, decoder).items():
-            axis.plot(
-                [100 * r.lstm_sparsity for r in series],
-                [r.decoder_ms for r in series],
-                label=key,
-                **_style(series),
+            sparsity, mean, spread = _over_seeds(series, lambda r: r.lstm_sparsity, lambda r: r.decoder_ms)
+            axis.errorbar(
+                [100 * x for x in sparsity], mean, yerr=spread, label=key, capsize=2, **_style(series)
             )
         axis.set_title(f"decoder: {decoder}")
         axis.set_xlabel("LSTM units removed (%)")
         axis.set_ylabel("decoder time per utterance (ms)")
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
-    figure.suptitle("Decoder time vs sparsity: vanilla (dashed) vs entropy-regularized (solid) pruning")
+    figure.suptitle(
+        "Decoder time vs sparsity: vanilla (dashed) vs regularized (solid) pruning; bars: range over seeds"
+    )
     return save_png(figure, out / "decoder_time_vs_sparsity.png")
 
 
@@ -114,6 +134,77 @@ def plot_levers(rows: list[Row], out: Path) -> Path | None:
     )
     figure.tight_layout()
     return save_png(figure, out / "levers_decoder_time_vs_wer.png")
+
+
+def plot_weight_sweep(rows: list[Row], out: Path) -> Path | None:
+    """Decoder time (as a ratio to the unpruned model's with the fixed settings) and WER against the
+    regularizer's weight λ, per criterion and sparsity, mean over seeds with their range, for the fixed
+    decoder and each re-tuned lever: does a heavier term buy what a free lever buys? None unless some
+    criterion was run with two or more non-zero weights of one kind."""
+    pruned = [r for r in rows if not r.is_unpruned and r.method != "model" and r.runtime == "torch"]
+    swept = {
+        (r.method, r.regularizer)
+        for r in pruned
+        if len(
+            {q.regularizer_weight for q in pruned if (q.method, q.regularizer) == (r.method, r.regularizer)}
+        )
+        > 1
+        and r.regularizer_weight > 0
+    }
+    bases = sorted({r.decoder.split("+", 1)[0] for r in pruned if r.decoder.endswith(("+thr", "+T"))})
+    if not swept or not bases:
+        return None
+    base = PRIMARY_DECODER + "-wide" if PRIMARY_DECODER + "-wide" in bases else bases[0]
+    reference = next(r.decoder_ms for r in rows if r.is_reference and r.decoder == base)
+    sparsities = sorted({round(r.target_sparsity, 3) for r in pruned})
+    figure, axes = plt.subplots(2, len(sparsities), figsize=(5.2 * len(sparsities), 7.2), squeeze=False)
+    for column, sparsity in enumerate(sparsities):
+        for index, (method, kind) in enumerate(sorted(swept)):
+            for lever, style in (("", "-"), ("+thr", ":"), ("+T", "--")):
+                series = [
+                    r
+                    for r in pruned
+                    if r.decoder == base + lever
+                    and r.method == method
+                    and r.regularizer in (kind, "none")
+                    and round(r.target_sparsity, 3) == sparsity
+                ]
+                if not series:
+                    continue
+                label = f"{method}, {kind}, decoder {lever or 'fixed'}"
+                for axis, y_of in (
+                    (axes[0][column], lambda r: r.decoder_ms / reference),
+                    (axes[1][column], lambda r: 100 * r.wer),
+                ):
+                    x, mean, bars = _over_seeds(series, lambda r: r.regularizer_weight, y_of)
+                    axis.errorbar(
+                        x,
+                        mean,
+                        yerr=bars,
+                        linestyle=style,
+                        marker="o",
+                        color=f"C{index}",
+                        capsize=2,
+                        label=label,
+                    )
+        top, bottom = axes[0][column], axes[1][column]
+        top.axhline(1.0, color="black", linewidth=1, label=f"unpruned, {base} fixed")
+        top.set_yscale("log")
+        top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        top.yaxis.set_major_formatter(ScalarFormatter())
+        top.yaxis.set_minor_formatter(NullFormatter())
+        top.set_title(f"{100 * sparsity:.0f}% of LSTM units removed\ndecoder {base}", fontsize=10)
+        top.set_ylabel("decoder time ÷ unpruned's (fixed settings)")
+        bottom.set_ylabel("WER (%)")
+        for axis in (top, bottom):
+            axis.set_xscale("symlog", linthresh=0.3)
+            axis.set_xlim(left=-0.05)
+            axis.set_xlabel("regularizer weight λ (0 = vanilla)")
+            axis.grid(alpha=0.3, which="both")
+    axes[0][0].legend(fontsize=7)
+    figure.suptitle("Regularizer weight against the free levers\n(mean over seeds, bars: range)", fontsize=10)
+    figure.tight_layout()
+    return save_png(figure, out / "weight_sweep.png")
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:

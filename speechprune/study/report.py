@@ -7,6 +7,8 @@ can be regenerated, or restyled, without measuring again.
 from __future__ import annotations
 
 import json
+import statistics
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from speechprune.study.plots import (
     plot_latency_breakdown,
     plot_levers,
     plot_pareto,
+    plot_weight_sweep,
 )
 from speechprune.study.rows import StudyRow
 
@@ -72,18 +75,90 @@ def markdown_summary(rows: list[StudyRow]) -> str:
     return "\n".join(lines)
 
 
+def over_seeds(rows: list[StudyRow]) -> list[dict[str, Any]]:
+    """Rows that differ only in their pruning run's seed, as one record each: mean and spread (half the
+    range) of WER and decoder time, the time also as a ratio to the unpruned model's with the fixed
+    settings of the same configuration (``+thr``/``+T`` rows included), so levers compare on one scale."""
+    fixed = {r.decoder: r.decoder_ms for r in rows if r.is_reference}
+    groups: dict[tuple[Any, ...], list[StudyRow]] = defaultdict(list)
+    for row in rows:
+        if row.seed is not None:
+            key = (row.decoder, row.runtime, row.method, row.regularizer, row.regularizer_weight)
+            groups[(*key, row.target_sparsity)].append(row)
+    records = []
+    for (decoder, runtime, method, regularizer, weight, sparsity), members in sorted(groups.items()):
+        if len({r.seed for r in members}) < 2:
+            continue
+        reference = fixed.get(decoder.split("+", 1)[0])
+        record: dict[str, Any] = {
+            "decoder": decoder,
+            "runtime": runtime,
+            "method": method,
+            "regularizer": regularizer,
+            "regularizer_weight": weight,
+            "target_sparsity": sparsity,
+            "seeds": " ".join(str(r.seed) for r in sorted(members, key=lambda r: r.seed or 0)),
+        }
+        values = {
+            "wer": [r.wer for r in members],
+            "decoder_ms": [r.decoder_ms for r in members],
+            "decoder_vs_unpruned_fixed": [r.decoder_ms / reference for r in members] if reference else [],
+        }
+        for name, series in values.items():
+            if series:
+                record[f"{name}_mean"] = round(statistics.fmean(series), 5)
+                record[f"{name}_spread"] = round((max(series) - min(series)) / 2, 5)
+        record["beam_thresholds"] = " ".join(f"{r.beam_threshold:g}" for r in members if r.beam_threshold)
+        record["temperatures"] = " ".join(f"{r.temperature:g}" for r in members)
+        records.append(record)
+    return records
+
+
+def markdown_over_seeds(records: list[dict[str, Any]]) -> str:
+    """The repeated runs' table: mean ± spread per configuration, model kind and sparsity."""
+    if not records:
+        return ""
+    lines = [
+        "### over seeds (mean ± half the range)",
+        "",
+        "| decoder | model | sparsity | seeds | WER | dec ms | dec ÷ unpruned fixed | thr | T |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        kind = (
+            "vanilla" if r["regularizer_weight"] == 0 else f"{r['regularizer']} λ={r['regularizer_weight']:g}"
+        )
+        decoder = r["decoder"] if r["runtime"] == "torch" else f"{r['decoder']}@{r['runtime']}"
+        ratio = (
+            f"{r['decoder_vs_unpruned_fixed_mean']:.3f} ± {r['decoder_vs_unpruned_fixed_spread']:.3f}"
+            if "decoder_vs_unpruned_fixed_mean" in r
+            else ""
+        )
+        lines.append(
+            f"| {decoder} | {r['method']}, {kind} | {100 * r['target_sparsity']:.0f}% | {r['seeds']} "
+            f"| {100 * r['wer_mean']:.2f} ± {100 * r['wer_spread']:.2f}% "
+            f"| {r['decoder_ms_mean']:.3f} ± {r['decoder_ms_spread']:.3f} | {ratio} "
+            f"| {r['beam_thresholds']} | {r['temperatures']} |"
+        )
+    return "\n".join([*lines, ""])
+
+
 def write_report(rows: list[StudyRow], out: Path) -> list[Path]:
-    """All plots and ``summary.md`` into ``out``."""
+    """All plots, ``summary.md`` and (when runs were repeated with other seeds) ``seeds.csv`` into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     paths = [plot_decoder_time(rows, out), plot_entropy_vs_search(rows, out)]
     decoders = {r.decoder for r in rows}
     primary = PRIMARY_DECODER if PRIMARY_DECODER in decoders else sorted(decoders)[0]
     paths += [plot_pareto(rows, out, primary), plot_latency_breakdown(rows, out, primary)]
-    levers = plot_levers(rows, out)
-    paths += [levers] if levers is not None else []
+    optional = [plot_levers(rows, out), plot_weight_sweep(rows, out)]
+    paths += [path for path in optional if path is not None]
+    seeds = over_seeds(rows)
+    if seeds:
+        write_csv(out / "seeds.csv", seeds)
+        paths.append(out / "seeds.csv")
     summary = out / "summary.md"
     with atomic_open(summary, "w") as handle:
-        handle.write(markdown_summary(rows))
+        handle.write("\n".join(part for part in (markdown_summary(rows), markdown_over_seeds(seeds)) if part))
     return [*paths, summary]
 
 

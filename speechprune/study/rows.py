@@ -63,6 +63,7 @@ class StudyRow:
     runtime: str = "torch"  # torch, onnx or onnx-int8 (speechprune.study.models.RUNTIMES)
     beam_threshold: float | None = None  # the decoder's, as this row ran it (re-tuned rows: the model's own)
     temperature: float = 1.0
+    seed: int | None = None  # the pruning run's seed: rows alike but for it are repeats (report: over seeds)
     # derived
     encoder_ms: dict[int, float] = field(default_factory=dict)
     end_to_end_ms: dict[int, float] = field(default_factory=dict)

@@ -250,4 +250,5 @@ def _row(
         wer_greedy_by_manifest=greedy_wer,
         device={k: v for k, v in device_tags(threads).items() if k != "threads"},
         runtime=study_model.runtime,
+        seed=study_model.seed,
     )
