@@ -141,6 +141,7 @@ def test_search_grows_a_tree_of_one_layer_moves_and_keeps_the_best_trade(searche
         changed = {g for g in base_widths if record["widths"][g] != parent["widths"][g]}
         assert changed == {record["move"]}  # one group per move
         step = {"conv.0": 2, "conv.1": 2, "lstm.0": 12}[record["move"]]  # 25% of the original units
+        step = min(step, parent["widths"][record["move"]] - 2)  # a last move stops at min_units
         removed = parent["widths"][record["move"]] - record["widths"][record["move"]]
         if is_landing(cid):  # a retried move landing under a budget: fewer units than a step
             assert 1 <= removed < step and cid.endswith(f"-{removed}u")
@@ -232,6 +233,17 @@ def test_an_unreachable_budget_names_the_closest_candidate(tiny_corpus, base_mod
     assert results["unpruned"]["encoder_ms"] > 0 and results["unpruned"]["decoder_ms"] > 0
 
 
+def test_the_last_move_of_a_layer_takes_what_is_left_above_min_units(tiny_corpus, base_model, tmp_path):
+    config = search_config(
+        tiny_corpus, groups=["lstm"], min_units=30, budgets=["1%"], max_depth=4, final_finetune_batches=0
+    )
+    run_search(config, base_model, tmp_path, target=MacsTarget(tiny_corpus["valid"], 6), progress=False)
+    state = json.loads((tmp_path / STATE_NAME).read_text())
+    path = [state["candidates"][level[0]]["widths"]["lstm.0"] for level in state["levels"]]
+    assert path == [36, 30]  # 48 - 12, then the 6 units left above min_units instead of no move at all
+    assert state["stop_reason"].startswith("no move left")
+
+
 def test_co_tuning_keeps_wer_within_tolerance(tiny_corpus, base_model, tmp_path):
     config = search_config(tiny_corpus, co_tune=True, max_depth=1, wer_tolerance=0.0)
     config["decoder"] = {"backend": "own", "beam_width": 4, "cutoff_top_n": 64}
@@ -296,17 +308,22 @@ def test_a_crossed_budget_is_landed_on_and_fine_tunes_are_cached(
         parent = state["candidates"][record["parent"]]
         removed = parent["widths"][record["move"]] - record["widths"][record["move"]]
         assert cid.endswith(f"{record['move']}-{removed}u") and removed >= 1
-    # the budget's model is the least pruned candidate under the budget, and it lies closer to it than
-    # the move that first crossed it
+    # the landing candidates retry the most accurate move that crossed the budget with fewer units, and
+    # one of them lies under the budget, closer to it than that move; the budget's model is the most
+    # accurate candidate under the budget (on this tiny model that may be the whole move: which of two
+    # 2-batch fine-tunes comes out ahead is noise, and depends on the thread count)
+    level_one = [c for c in state["candidates"].values() if c["level"] == 1]
+    under = [c for c in level_one if c["ratios"]["end_to_end"] <= budget]
+    crossing = [c for c in under if not is_landing(c["id"])]
+    retried = min(crossing, key=lambda c: c["ctc_loss"])
+    assert {c["move"] for c in landing.values()} == {retried["move"]}
+    assert all(c["widths"][retried["move"]] > retried["widths"][retried["move"]] for c in landing.values())
+    assert any(
+        retried["ratios"]["end_to_end"] < c["ratios"]["end_to_end"] <= budget for c in landing.values()
+    )
     (final,) = results["finals"][:1]
     assert final["search_ratios"]["end_to_end"] <= budget
-    crossing = [
-        c["ratios"]["end_to_end"]
-        for c in state["candidates"].values()
-        if c["level"] == 1 and not is_landing(c["id"]) and c["ratios"]["end_to_end"] <= budget
-    ]
-    assert final["search_ratios"]["end_to_end"] > max(crossing)
-    assert final["candidate"] in landing
+    assert final["candidate"] == min(under, key=lambda c: (c["wer"], c["ctc_loss"]))["id"]
     # a second search with the same fine-tunes reuses every one of them from the cache: none is trained
     cached = sorted(cache.glob("*.pt"))
     assert len(cached) == len(state["candidates"]) - 1

@@ -181,9 +181,11 @@ class LatencySearch:
                 step_units = self.original[group][1] - units_to_keep(
                     self.original[group][1], self.search.step
                 )
-                removed = max(1, step_units)
+                # the last move of a group takes what is left above min_units, so that a step that does
+                # not divide the layer does not strand it (192 units, 20% steps: 40 -> 8, not stuck at 40)
+                removed = min(max(1, step_units), parent.widths[group] - self.search.min_units)
                 widths = {**parent.widths, group: parent.widths[group] - removed}
-                if widths[group] < self.search.min_units or tuple(sorted(widths.items())) in seen:
+                if removed < 1 or tuple(sorted(widths.items())) in seen:
                     continue
                 if self._make_child(parent, group, removed, child_id, level):
                     seen.add(tuple(sorted(widths.items())))
