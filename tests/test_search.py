@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from asr.checkpoint import load_model
@@ -388,3 +390,36 @@ def test_the_search_study_runs_every_pair_and_writes_one_table(tiny_corpus, base
     assert any((tmp_path / "finetune_cache").glob("*.pt"))  # the runs shared one cache
     with pytest.raises(SpeechpruneError, match="no such decoder"):
         StudyConfig.from_dict({**study.__dict__, "runs": [["greedy", "macs"]]}, "study.yaml")
+
+
+def test_fine_tunes_as_ray_tasks_grow_the_tree_a_local_search_grows(tiny_corpus, base_model, tmp_path):
+    ray = pytest.importorskip("ray", reason="Ray is the optional extra speechprune[ray]")
+    config = search_config(tiny_corpus, max_depth=1, final_finetune_batches=2, budgets=[0.9])
+    local = run_search(
+        config, base_model, tmp_path / "local", target=MacsTarget(tiny_corpus["valid"], 6), progress=False
+    )
+    config["search"].update(executor="ray", ray_cpus_per_task=1)
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        remote = run_search(
+            config, base_model, tmp_path / "ray", target=MacsTarget(tiny_corpus["valid"], 6), progress=False
+        )
+    finally:
+        ray.shutdown()
+    # the same children, fine-tuned alike on the workers (same seeds, data and threads), the same finals
+    assert _tree(tmp_path / "ray") == _tree(tmp_path / "local")
+    assert [f["candidate"] for f in remote["finals"]] == [f["candidate"] for f in local["finals"]]
+    for final in remote["finals"]:
+        ours = load_model(tmp_path / "ray" / final["model"]).recognizer.state_dict()
+        theirs = load_model(tmp_path / "local" / final["model"]).recognizer.state_dict()
+        assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_the_ray_executor_without_ray_installed_says_which_extra(monkeypatch):
+    from speechprune.search.scale_out import RayTasks
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what an install without the extra has
+    with pytest.raises(SpeechpruneError, match=r"pip install 'speechprune\[ray\]'"):
+        RayTasks(tuner=None)  # refused before the fine-tuner is looked at
+    with pytest.raises(ValueError, match="search.executor"):
+        SearchConfig(calibration_manifest="x.jsonl", executor="dask")

@@ -17,6 +17,7 @@ from decoding.backends import BACKEND_NAMES, DecoderSettings
 
 OBJECTIVES = ("end_to_end", "encoder", "macs")
 ACCURACY_METRICS = ("ctc_loss", "wer")
+EXECUTORS = ("local", "ray")  # where fine-tunes run (speechprune.search.scale_out)
 _ABSOLUTE = re.compile(r"^\s*([0-9.]+)\s*ms/s\s*$")
 
 
@@ -85,6 +86,10 @@ class SearchConfig:
         finetune_cache: folder where fine-tuned candidates are kept by a digest of their input model and
             training settings, and reused by any search that asks for the same fine-tune (searches that
             differ in decoder, objective or co-tuning share much of their tree); empty = no cache.
+        executor: where the fine-tunes run: ``local`` (this process, one after another) or ``ray`` (a
+            level's fine-tunes at once, as Ray tasks: :mod:`speechprune.search.scale_out`).
+        ray_address: the Ray cluster (``auto``: the one this machine belongs to; empty: start Ray here).
+        ray_cpus_per_task: CPUs a fine-tune task asks Ray for.
         uniform_sparsities: also prune uniformly (every LSTM layer loses the same fraction, ranked by the
             criterion) to each of these sparsities, with the same brief and final fine-tunes, measured on
             the same target: the baseline the search must beat at each budget (empty = none).
@@ -108,15 +113,20 @@ class SearchConfig:
     seed: int = 0
     uniform_sparsities: list[float] = field(default_factory=list)
     finetune_cache: str = ""
+    executor: str = "local"
+    ray_address: str = ""
+    ray_cpus_per_task: int = 1
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"search.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.executor not in EXECUTORS:
+            raise ValueError(f"search.executor must be one of {EXECUTORS}, got {self.executor!r}")
         if self.accuracy not in ACCURACY_METRICS:
             raise ValueError(f"search.accuracy must be one of {ACCURACY_METRICS}, got {self.accuracy!r}")
         if not 0.0 < self.step < 1.0:
             raise ValueError(f"search.step must lie in (0, 1), got {self.step}")
-        for name in ("min_units", "width", "max_depth", "calibration_limit"):
+        for name in ("min_units", "width", "max_depth", "calibration_limit", "ray_cpus_per_task"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"search.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
         for name in ("finetune_batches", "final_finetune_batches"):

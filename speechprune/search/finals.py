@@ -19,6 +19,7 @@ from asr.inference import encode_batched, load_evaluation_audio, stack_emissions
 from asr.metrics import error_counts
 from decoding.backends import make_decoder
 from speechprune.search.finetune import candidate_seed
+from speechprune.search.scale_out import FineTuneJob
 from speechprune.search.targets import TimingJob, settings_from_dict
 from speechprune.search.tree import REFERENCE, ROOT, LatencySearch
 
@@ -55,6 +56,7 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
     root = state.candidates[ROOT]
     finals: list[FinalModel] = []
     unmet: list[dict[str, Any]] = []
+    final_tunes: list[FineTuneJob] = []
     methods = ["search"]
     if search.search.uniform_sparsities:
         search.add_uniform_baseline()
@@ -78,11 +80,9 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
         # named by the candidate too: a resumed (extended) search may pick another one for this budget
         out = exp_dir / "budgets" / f"{name}-{zlib.crc32(record.id.encode()):08x}.pt"
         if not out.is_file():
-            search.fine_tune(
-                search._path(record),
-                out,
-                search.search.final_finetune_batches,
-                candidate_seed(search.search.seed, f"final/{record.id}"),
+            seed = candidate_seed(search.search.seed, f"final/{record.id}")
+            final_tunes.append(
+                FineTuneJob(search._path(record), out, search.search.final_finetune_batches, seed)
             )
         finals.append(
             FinalModel(
@@ -97,6 +97,8 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
                 search_ratios=record.ratios,
             )
         )
+    for _ in search.fine_tunes.run(final_tunes):  # independent: at once on a Ray cluster
+        pass
     copy = exp_dir / "budgets" / "unpruned_copy.pt"
     if not copy.is_file():
         copy.parent.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,9 @@ class FineTuner:
         teacher: Path | None = None,
     ) -> None:
         self.sections = start_run(config)
+        # what a worker elsewhere needs to build the same fine-tuner (speechprune.search.scale_out)
+        self.config, self.tokenizer, self.sample_rate = config, tokenizer, sample_rate
+        self.teacher = Path(teacher) if teacher is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         training = {k: config.get(k) for k in TRAINING_SECTIONS}
         self.training_key = json.dumps(training, sort_keys=True, default=str)
@@ -74,11 +77,17 @@ class FineTuner:
         self.datamodule = SpeechDataModule(self.sections.data, tokenizer, sample_rate, self.sections.augment)
 
     def __call__(self, model_in: Path, model_out: Path, batches: int, seed: int) -> None:
-        module = CTCModule.from_model_file(model_in, **self.sections.module_options())
-        cached = self._cached(module, batches, seed) if batches > 0 else None
-        if cached is not None and cached.is_file():
-            _copy(cached, Path(model_out))
+        entry = self.cache_entry(model_in, batches, seed)
+        if entry is not None and entry.is_file():
+            copy_model(entry, Path(model_out))
             return
+        self.train(model_in, model_out, batches, seed)
+        if entry is not None:
+            copy_model(Path(model_out), entry)
+
+    def train(self, model_in: Path, model_out: Path, batches: int, seed: int) -> None:
+        """The fine-tune itself, cache aside (what a Ray worker runs)."""
+        module = CTCModule.from_model_file(model_in, **self.sections.module_options())
         L.seed_everything(seed, workers=True, verbose=False)
         if batches > 0:
             regularizer = replace(self.regularizer, blank_id=module.tokenizer.blank_id)
@@ -100,20 +109,20 @@ class FineTuner:
             trainer.fit(module, datamodule=self.datamodule)
         module.recognizer.eval()
         save_model(model_out, module.recognizer, module.tokenizer, metadata={"finetune_batches": batches})
-        if cached is not None:
-            _copy(Path(model_out), cached)
 
-    def _cached(self, module: CTCModule, batches: int, seed: int) -> Path | None:
-        """Where this fine-tune's result is (or will be) cached; None without a cache folder."""
-        if self.cache_dir is None:
+    def cache_entry(self, model_in: Path, batches: int, seed: int) -> Path | None:
+        """Where this fine-tune's result is (or will be) cached; None without a cache folder, or for a
+        fine-tune of no batches (a copy)."""
+        if self.cache_dir is None or batches <= 0:
             return None
+        module = CTCModule.from_model_file(model_in, **self.sections.module_options())
         key = json.dumps(
             [model_digest(module.recognizer, module.tokenizer), batches, seed, self.training_key]
         )
         return self.cache_dir / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.pt"
 
 
-def _copy(source: Path, destination: Path) -> None:
+def copy_model(source: Path, destination: Path) -> None:
     """Copy a model file atomically (a killed copy never leaves a half-written cache entry)."""
     with open(source, "rb") as reader, atomic_open(destination, "wb") as writer:
         shutil.copyfileobj(reader, writer)

@@ -20,6 +20,7 @@ from speechprune.search.config import DecoderChoice, SearchConfig
 from speechprune.search.finals import finalize
 from speechprune.search.finetune import FineTuner
 from speechprune.search.plots import write_search_plots
+from speechprune.search.scale_out import make_fine_tunes
 from speechprune.search.state import SearchState, fingerprint
 from speechprune.search.targets import LatencyTarget, LocalTarget, RemoteTarget
 from speechprune.search.tree import LatencySearch
@@ -36,6 +37,9 @@ EXTENSIBLE_SEARCH_KEYS = (
     "final_finetune_batches",
     "uniform_sparsities",
     "finetune_cache",
+    "executor",  # where fine-tunes run does not change them (the same seeds, data and threads)
+    "ray_address",
+    "ray_cpus_per_task",
 )
 
 
@@ -118,7 +122,10 @@ def run_search(
     sample_rate = base.recognizer.sample_rate
     calibration = load_evaluation_audio(search.calibration_manifest, sample_rate, search.calibration_limit)
     target = target or make_target(dict(config.get("target") or {}), search, sample_rate)
-    searcher = LatencySearch(Path(base_model), exp_dir, search, decoder, target, tuner, state, calibration)
+    fine_tunes = make_fine_tunes(tuner, search.executor, search.ray_address, search.ray_cpus_per_task)
+    searcher = LatencySearch(
+        Path(base_model), exp_dir, search, decoder, target, fine_tunes, state, calibration
+    )
     searcher.run(progress=progress)
     results = finalize(searcher, test_manifests)
     results["budgets"] = [b.label for b in budgets]

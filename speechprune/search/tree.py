@@ -37,6 +37,7 @@ from pruning.selection import keep_top_units, remove_lowest_units, units_to_keep
 from pruning.structure import prune_encoder, unit_groups
 from speechprune.search.config import Budget, DecoderChoice, SearchConfig
 from speechprune.search.finetune import candidate_seed
+from speechprune.search.scale_out import FineTuneJob, FineTunes
 from speechprune.search.state import CandidateRecord, SearchState
 from speechprune.search.targets import (
     LatencyTarget,
@@ -76,7 +77,7 @@ class LatencySearch:
         search: SearchConfig,
         decoder: DecoderChoice,
         target: LatencyTarget,
-        fine_tuner: Callable[[Path, Path, int, int], None],
+        fine_tunes: FineTunes,
         state: SearchState,
         calibration: EvaluationAudio,
     ) -> None:
@@ -87,7 +88,7 @@ class LatencySearch:
         self.search = search
         self.decoder = decoder
         self.target = target
-        self.fine_tune = fine_tuner
+        self.fine_tunes = fine_tunes
         self.state = state
         self.budgets = search.parsed_budgets()
         self.criterion: Criterion = make_criterion(search.criterion, seed=search.seed)
@@ -168,8 +169,11 @@ class LatencySearch:
     # ------------------------------------------------------------------ candidates
     def _spawn(self, beam: list[str], level: int) -> list[str]:
         """Children of every kept candidate, one per group that can still shrink; identical width
-        vectors reached along different paths are evaluated once (the first one spawned)."""
+        vectors reached along different paths are evaluated once (the first one spawned). The new
+        children are pruned first, then fine-tuned together (at once on a Ray cluster), each recorded as
+        its fine-tune finishes."""
         children: list[str] = []
+        planned: dict[Path, tuple[FineTuneJob, str, str, str]] = {}
         seen = self._seen_widths()
         for parent_id in beam:
             parent = self.state.candidates[parent_id]
@@ -187,9 +191,14 @@ class LatencySearch:
                 widths = {**parent.widths, group: parent.widths[group] - removed}
                 if removed < 1 or tuple(sorted(widths.items())) in seen:
                     continue
-                if self._make_child(parent, group, removed, child_id, level):
+                job = self._prune_child(parent, group, removed, child_id)
+                if job is not None:
                     seen.add(tuple(sorted(widths.items())))
                     children.append(child_id)
+                    planned[job.model_out] = (job, parent.id, group, child_id)
+        for job in self.fine_tunes.run([job for job, *_ in planned.values()]):
+            _, parent_id, group, child_id = planned[job.model_out]
+            self._add_candidate(child_id, parent_id, level, group, load_model(job.model_out), job.model_out)
         return children
 
     def _seen_widths(self, landing: bool = False) -> set[tuple[tuple[str, int], ...]]:
@@ -200,24 +209,32 @@ class LatencySearch:
             if not is_uniform(r.id) and (landing or not is_landing(r.id))
         }
 
-    def _make_child(
-        self, parent: CandidateRecord, group: str, removed: int, child_id: str, level: int
-    ) -> bool:
-        """Prune ``removed`` units of ``group`` from ``parent`` (the criterion's lowest), fine-tune briefly
-        and record the child as ``child_id``; False when the criterion's plan cannot remove them."""
+    def _prune_child(
+        self, parent: CandidateRecord, group: str, removed: int, child_id: str
+    ) -> FineTuneJob | None:
+        """Prune ``removed`` units of ``group`` from ``parent`` (the criterion's lowest) into the child's
+        model file; its fine-tune job, or None when the criterion's plan cannot remove them."""
         loaded = load_model(self._path(parent))
         encoder = loaded.recognizer.encoder
-        scores = self.criterion.scores(encoder, self._context(loaded, level))
+        scores = self.criterion.scores(encoder, self._context(loaded, parent.level + 1))
         plan = remove_lowest_units(encoder, scores, group, removed, self.search.min_units)
         if plan is None:
-            return False
+            return None
         child = LoadedModel(replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer, {})
         model_path = self.exp_dir / "candidates" / f"{child_id.replace('/', '__')}.pt"
         save_model(model_path, child.recognizer, child.tokenizer)
-        self.fine_tune(
-            model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, child_id)
-        )
-        self._add_candidate(child_id, parent.id, level, group, load_model(model_path), model_path)
+        seed = candidate_seed(self.search.seed, child_id)
+        return FineTuneJob(model_path, model_path, self.search.finetune_batches, seed)
+
+    def _make_child(
+        self, parent: CandidateRecord, group: str, removed: int, child_id: str, level: int
+    ) -> bool:
+        """One child made and recorded at once (a landing retry); False when it cannot be made."""
+        job = self._prune_child(parent, group, removed, child_id)
+        if job is None:
+            return False
+        self.fine_tunes.one(job)
+        self._add_candidate(child_id, parent.id, level, group, load_model(job.model_out), job.model_out)
         return True
 
     # ------------------------------------------------------------------ landing on a budget
@@ -346,9 +363,8 @@ class LatencySearch:
         plan = keep_top_units(encoder, scores, self.original, sparsity, lstm_groups)
         model_path = self.exp_dir / "candidates" / f"{cid}.pt"
         save_model(model_path, replace_encoder(loaded, prune_encoder(encoder, plan)), loaded.tokenizer)
-        self.fine_tune(
-            model_path, model_path, self.search.finetune_batches, candidate_seed(self.search.seed, cid)
-        )
+        seed = candidate_seed(self.search.seed, cid)
+        self.fine_tunes.one(FineTuneJob(model_path, model_path, self.search.finetune_batches, seed))
         self._add_candidate(cid, ROOT, 0, f"uniform {sparsity:g}", load_model(model_path), model_path)
         return cid
 
