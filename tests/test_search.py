@@ -120,7 +120,7 @@ def _tree(exp: Path) -> dict:
 def searched(tiny_corpus, base_model, tmp_path_factory):
     exp = tmp_path_factory.mktemp("search")
     target = MacsTarget(tiny_corpus["valid"], 6)
-    config = search_config(tiny_corpus, uniform_sparsities=[0.25, 0.5])
+    config = search_config(tiny_corpus, uniform_sparsities=[0.25, 0.5], final_checks=2)
     results = run_search(config, base_model, exp, [tiny_corpus["test"]], target=target, progress=False)
     return exp, results
 
@@ -174,6 +174,11 @@ def test_search_grows_a_tree_of_one_layer_moves_and_keeps_the_best_trade(searche
         assert final["end_to_end_ratio"] == pytest.approx(final["search_ratios"]["end_to_end"], abs=1e-3)
         assert 0.0 <= final["test_wer"]["test"] <= 1.0 and "test" in final["test_wer_greedy"]
     assert results["noise_floor"]["copy_end_to_end_ratio"] == pytest.approx(1.0)
+    # the final check ran twice (two separate measurements): each final's ratio is their median
+    assert results["noise_floor"]["checks"] == 2
+    for final in results["finals"]:
+        checks = final["end_to_end_ratio_checks"]
+        assert len(checks) == 2 and final["end_to_end_ratio"] == pytest.approx(sum(checks) / 2, abs=1e-4)
     for name in ("search_results.json", "candidates.csv", "search_candidates.png", "search_breakdown.png"):
         assert (exp / name).stat().st_size > 100
 

@@ -83,7 +83,8 @@ if $quick; then
     --set "prune.snapshots=[0.5]" "${prune_extra[@]}")
   study_sizes=(--limit 20 --repeats 1)
   search_extra=(--set search.max_depth=2 --set search.finetune_batches=2 --set search.final_finetune_batches=2
-    --set search.calibration_limit=8 --set search.min_units=2 --set target.repeats=1 --set "search.budgets=[0.9,0.8]"
+    --set search.calibration_limit=8 --set search.min_units=2 --set target.repeats=1 --set search.final_checks=1
+    --set "search.budgets=[0.9,0.8]"
     --set "search.uniform_sparsities=[0.5]" --set data.num_workers=0 "${search_extra[@]}")
   study_extra=(--study-set "budgets=[0.9,0.8]" --study-set "runs=[[tuned,end_to_end],[wide,encoder]]"
     --study-set "methods.end_to_end={search.objective: end_to_end, search.uniform_sparsities: [0.5]}"

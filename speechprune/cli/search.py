@@ -9,6 +9,13 @@ from pathlib import Path
 from speechprune.cli.options import add_config_options
 
 
+def _spread(checks: list[float] | None) -> str:
+    """ " (median of N runs: lo-hi)" when the final check was repeated (search.final_checks > 1)."""
+    if not checks or len(checks) < 2:
+        return ""
+    return f" (median of {len(checks)} runs: {min(checks):.3f}-{max(checks):.3f})"
+
+
 def _search(args: argparse.Namespace) -> int:
     from asr.config import load_config
     from speechprune.search.job import RESULTS_NAME, run_search
@@ -19,13 +26,13 @@ def _search(args: argparse.Namespace) -> int:
     print(
         f"unpruned: {results['unpruned']['encoder_ms']:.2f} + {results['unpruned']['decoder_ms']:.3f} ms "
         f"per utterance ({results['unpruned']['ms_per_second']:.2f} ms/s); noise floor: a second copy of "
-        f"it timed {noise:.3f}x"
+        f"it timed {noise:.3f}x{_spread(results['noise_floor'].get('copy_end_to_end_ratio_checks'))}"
     )
     for final in results["finals"]:
         print(
             f"{final['method']} {final['budget']}: {final['candidate']} widths {final['widths']} "
             "-> end-to-end "
-            f"{final['end_to_end_ratio']:.3f}x unpruned, "
+            f"{final['end_to_end_ratio']:.3f}x unpruned{_spread(final.get('end_to_end_ratio_checks'))}, "
             f"objective/budget {final['objective_ratio_to_budget']:.3f}, "
             f"calibration WER {100 * final['wer_calibration']:.2f}% -> {final['model']}"
         )

@@ -75,6 +75,8 @@ class SearchConfig:
         max_depth: levels at most.
         finetune_batches: training batches each candidate is fine-tuned for before it is scored.
         final_finetune_batches: batches the best candidate of each budget is fine-tuned for at the end.
+        final_checks: separate interleaved runs that measure the final models (each ratio is their
+            median; the spread between runs is recorded, so a budget fit can be read against it).
         accuracy: how candidates are ranked: calibration ``ctc_loss`` (smooth, the default) or ``wer``.
         calibration_manifest: the speech latencies and accuracy are measured on (the deployment's own
             recordings, ideally: decoder cost depends on how sure the encoder is on *that* speech).
@@ -105,6 +107,7 @@ class SearchConfig:
     max_depth: int = 30
     finetune_batches: int = 20
     final_finetune_batches: int = 100
+    final_checks: int = 1
     accuracy: str = "ctc_loss"
     calibration_manifest: str = ""
     calibration_limit: int = 100
@@ -126,7 +129,14 @@ class SearchConfig:
             raise ValueError(f"search.accuracy must be one of {ACCURACY_METRICS}, got {self.accuracy!r}")
         if not 0.0 < self.step < 1.0:
             raise ValueError(f"search.step must lie in (0, 1), got {self.step}")
-        for name in ("min_units", "width", "max_depth", "calibration_limit", "ray_cpus_per_task"):
+        for name in (
+            "min_units",
+            "width",
+            "max_depth",
+            "calibration_limit",
+            "ray_cpus_per_task",
+            "final_checks",
+        ):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"search.{name} must be a whole number >= 1, got {getattr(self, name)!r}")
         for name in ("finetune_batches", "final_finetune_batches"):

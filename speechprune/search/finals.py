@@ -9,6 +9,7 @@ scored on the user's test manifests (WER with their decoder, and greedy).
 from __future__ import annotations
 
 import shutil
+import statistics
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from asr.metrics import error_counts
 from decoding.backends import make_decoder
 from speechprune.search.finetune import candidate_seed
 from speechprune.search.scale_out import FineTuneJob
-from speechprune.search.targets import TimingJob, settings_from_dict
+from speechprune.search.targets import Latency, Measured, TimingJob, settings_from_dict
 from speechprune.search.tree import REFERENCE, ROOT, LatencySearch
 
 COPY = "unpruned-copy"
@@ -42,7 +43,8 @@ class FinalModel:
     encoder_ms: float = 0.0
     decoder_ms: float = 0.0
     ms_per_second: float = 0.0
-    end_to_end_ratio: float = 0.0  # to the unpruned model, in the final run
+    end_to_end_ratio: float = 0.0  # to the unpruned model, in the final check (median over its runs)
+    end_to_end_ratio_checks: list[float] | None = None  # each run of the check (search.final_checks)
     encoder_ratio: float = 0.0
     objective_ratio_to_budget: float = 0.0  # measured objective / budget (<= 1 fits)
     wer_calibration: float = 0.0
@@ -113,16 +115,18 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
             for f in finals
         }
     )
-    measured = search.target.measure(jobs)
-    reference = measured[REFERENCE].latency
+    # each check a separate interleaved run (a fresh worker): their spread is what one check is worth
+    checks = [search.target.measure(jobs) for _ in range(search.search.final_checks)]
+    reference = _median_latency(checks, REFERENCE)
     references = search.calibration.references
     for final in finals:
-        latency = measured[final.model].latency
+        latency = _median_latency(checks, final.model)
         final.encoder_ms = round(latency.encoder_ms, 4)
         final.decoder_ms = round(latency.decoder_ms, 4)
         final.ms_per_second = round(latency.ms_per_second, 4)
-        final.end_to_end_ratio = round(latency.end_to_end_ms / reference.end_to_end_ms, 4)
-        final.encoder_ratio = round(latency.encoder_ms / reference.encoder_ms, 4)
+        final.end_to_end_ratio_checks = _ratios(checks, final.model, "end_to_end_ms")
+        final.end_to_end_ratio = round(statistics.median(final.end_to_end_ratio_checks), 4)
+        final.encoder_ratio = round(statistics.median(_ratios(checks, final.model, "encoder_ms")), 4)
         objective = search.search.objective
         if final.budget_unit == "fraction":
             value = {"end_to_end": final.end_to_end_ratio, "encoder": final.encoder_ratio}.get(
@@ -131,11 +135,11 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
         else:
             value = latency.encoder_ms_per_second if objective == "encoder" else latency.ms_per_second
         final.objective_ratio_to_budget = round(value / final.budget_value, 4)
-        final.wer_calibration = round(error_counts(references, measured[final.model].texts).wer, 5)
+        final.wer_calibration = round(error_counts(references, checks[0][final.model].texts).wer, 5)
         final.test_wer, final.test_wer_greedy = test_wers(
             exp_dir / final.model, final.decoder, test_manifests
         )
-    copy_latency = measured[COPY].latency
+    copy_checks = _ratios(checks, COPY, "end_to_end_ms")
     state.save(exp_dir)  # the elapsed time includes the final fine-tunes and the check
     return {
         "objective": search.search.objective,
@@ -149,16 +153,36 @@ def finalize(search: LatencySearch, test_manifests: list[Path]) -> dict[str, Any
         "unpruned": {
             **reference.to_dict(),
             "ms_per_second": round(reference.ms_per_second, 4),
-            "wer_calibration": round(error_counts(references, measured[REFERENCE].texts).wer, 5),
+            "wer_calibration": round(error_counts(references, checks[0][REFERENCE].texts).wer, 5),
             "test_wer": test_wers(Path(root.model), root.decoder, test_manifests)[0],
         },
         "noise_floor": {
-            "copy_end_to_end_ratio": round(copy_latency.end_to_end_ms / reference.end_to_end_ms, 4),
-            "copy_encoder_ratio": round(copy_latency.encoder_ms / reference.encoder_ms, 4),
+            "copy_end_to_end_ratio": round(statistics.median(copy_checks), 4),
+            "copy_end_to_end_ratio_checks": copy_checks,
+            "copy_encoder_ratio": round(statistics.median(_ratios(checks, COPY, "encoder_ms")), 4),
+            "checks": len(checks),
         },
         "finals": [final.__dict__ for final in finals],
         "unmet_budgets": unmet,
     }
+
+
+def _median_latency(checks: list[dict[str, Measured]], name: str) -> Latency:
+    """``name``'s latency, each part the median over the check's runs."""
+    latencies = [check[name].latency for check in checks]
+    return Latency(
+        statistics.median(lat.encoder_ms for lat in latencies),
+        statistics.median(lat.decoder_ms for lat in latencies),
+        latencies[0].audio_seconds_mean,
+    )
+
+
+def _ratios(checks: list[dict[str, Measured]], name: str, part: str) -> list[float]:
+    """``name``'s ``part`` (an attribute of Latency) over the unpruned model's, in each run of the check."""
+    return [
+        round(getattr(check[name].latency, part) / getattr(check[REFERENCE].latency, part), 4)
+        for check in checks
+    ]
 
 
 def test_wers(

@@ -35,6 +35,7 @@ EXTENSIBLE_SEARCH_KEYS = (
     "max_depth",
     "budgets",
     "final_finetune_batches",
+    "final_checks",
     "uniform_sparsities",
     "finetune_cache",
     "executor",  # where fine-tunes run does not change them (the same seeds, data and threads)

@@ -141,6 +141,7 @@ def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
                 "budget_value": final["budget_value"],
                 "met": True,
                 "end_to_end_ratio": final["end_to_end_ratio"],
+                "end_to_end_ratio_checks": " ".join(map(str, final.get("end_to_end_ratio_checks") or [])),
                 "end_to_end_to_budget": round(final["end_to_end_ratio"] / final["budget_value"], 4)
                 if final["budget_unit"] == "fraction"
                 else None,
