@@ -79,6 +79,7 @@ def prune(config: dict[str, Any], base_model: str | Path, exp_dir: str | Path) -
             {
                 "base_model": str(base_model),
                 "seed": int(config.get("seed", 0)),  # tells seeds of one study apart
+                "data_seed": int((config.get("data") or {}).get("seed", 0)),  # the batch order's
                 "criterion": criterion.name,
                 "schedule": asdict(schedule),
                 "regularizer": asdict(regularizer),

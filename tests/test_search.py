@@ -397,18 +397,25 @@ def test_the_search_study_runs_every_pair_and_writes_one_table(tiny_corpus, base
         StudyConfig.from_dict({**study.__dict__, "runs": [["greedy", "macs"]]}, "study.yaml")
 
 
-def test_fine_tunes_as_ray_tasks_grow_the_tree_a_local_search_grows(tiny_corpus, base_model, tmp_path):
+def test_fine_tunes_as_ray_tasks_grow_the_tree_a_local_search_grows(
+    tiny_corpus, base_model, tmp_path, monkeypatch
+):
     ray = pytest.importorskip("ray", reason="Ray is the optional extra speechprune[ray]")
+    from speechprune.search.finetune import FineTuner
+
     config = search_config(tiny_corpus, max_depth=1, final_finetune_batches=2, budgets=[0.9])
-    local = run_search(
-        config, base_model, tmp_path / "local", target=MacsTarget(tiny_corpus["valid"], 6), progress=False
-    )
+    config["threads"] = 1  # what makes a fine-tune the same wherever it runs
+    target = MacsTarget(tiny_corpus["valid"], 6)
+    local = run_search(config, base_model, tmp_path / "local", target=target, progress=False)
     config["search"].update(executor="ray", ray_cpus_per_task=1)
+
+    def not_here(*args, **kwargs):
+        raise AssertionError("a fine-tune ran in the search's process, not on a Ray worker")
+
+    monkeypatch.setattr(FineTuner, "train", not_here)  # workers are other processes: unaffected
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        remote = run_search(
-            config, base_model, tmp_path / "ray", target=MacsTarget(tiny_corpus["valid"], 6), progress=False
-        )
+        remote = run_search(config, base_model, tmp_path / "ray", target=target, progress=False)
     finally:
         ray.shutdown()
     # the same children, fine-tuned alike on the workers (same seeds, data and threads), the same finals

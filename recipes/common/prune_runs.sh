@@ -15,7 +15,13 @@ prune_run_options() {
   local name="$1" weight="$2" seed="" run
   if [[ "$name" =~ ^(.*)_seed([0-9]+)$ ]]; then name="${BASH_REMATCH[1]}" seed="${BASH_REMATCH[2]}"; fi
   run="${name%%@*}"
-  [[ "$name" == *@* ]] && weight="${name#*@}"
+  if [[ "$name" == *@* ]]; then
+    weight="${name#*@}"
+    if [[ "$run" == *_vanilla ]]; then
+      echo "run.sh: pruning run $1: a vanilla run has no regularizer weight (lambda is 0); drop @$weight" >&2
+      return 2
+    fi
+  fi
   case "$run" in
     mnp_vanilla) opts=(--set prune.criterion=mnp --set regularizer.weight=0) ;;
     mnp_entropy) opts=(--set prune.criterion=mnp --set regularizer.weight="$weight") ;;
@@ -35,5 +41,6 @@ prune_run_options() {
     echo "run.sh: pruning run $1: the weight '$weight' is not a number" >&2
     return 2
   fi
-  if [[ -n "$seed" ]]; then opts+=(--set seed="$seed"); fi
+  # a seed draws everything a run draws: batch order (data.seed), augmentation, dropout, VIB gate noise
+  if [[ -n "$seed" ]]; then opts+=(--set seed="$seed" --set data.seed="$seed" --set prune.seed="$seed"); fi
 }

@@ -69,7 +69,8 @@ class SearchConfig:
         budgets: budgets to record the best candidate for; the search stops once the tightest is met.
         criterion: importance criterion choosing which units a move removes (mnp, energy, random).
         groups: unit-group prefixes the search may shrink ("lstm", "conv").
-        step: fraction of a group's original units one move removes.
+        step: fraction of a group's original units one move removes (a group's last move takes what is
+            left above ``min_units`` when a whole step would go below it).
         min_units: no group is shrunk below this many units.
         width: candidates kept per level (1 = NetAdapt-like greedy).
         max_depth: levels at most.

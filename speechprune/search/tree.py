@@ -1,7 +1,8 @@
 """Archtree-style latency-budgeted tree search over layer widths, with latency measured on the target.
 
 From each kept candidate, one child per unit group removes ``step`` of that group's original units (the
-ones the importance criterion ranks lowest), is physically pruned, fine-tuned briefly, scored for accuracy
+ones the importance criterion ranks lowest; a group's last move takes what is left above ``min_units``),
+is physically pruned, fine-tuned briefly (a level's children at once on a Ray cluster), scored for accuracy
 on the calibration set, and (all children of a level together, interleaved, with the unpruned model
 re-measured beside them) timed on the target: encoder latency, and decoder latency on the child's own
 emissions with its decoder settings. The ``width`` children with the least accuracy lost per unit of
@@ -199,6 +200,8 @@ class LatencySearch:
         for job in self.fine_tunes.run([job for job, *_ in planned.values()]):
             _, parent_id, group, child_id = planned[job.model_out]
             self._add_candidate(child_id, parent_id, level, group, load_model(job.model_out), job.model_out)
+        for _, _, _, child_id in planned.values():  # in spawn order, whichever fine-tune finished first
+            self.state.candidates[child_id] = self.state.candidates.pop(child_id)
         return children
 
     def _seen_widths(self, landing: bool = False) -> set[tuple[tuple[str, int], ...]]:

@@ -72,7 +72,10 @@ def collect_models(
     models = _seeds_told_apart(models)
     labels = [m.label for m in models]
     if len(set(labels)) != len(labels):
-        raise SpeechpruneError(f"two models are labelled alike ({sorted(labels)}): rename a model file")
+        raise SpeechpruneError(
+            f"two models are labelled alike ({sorted(labels)}): rename a model file, or give a repeated "
+            "pruning run another seed"
+        )
     return [
         replace(m, label=m.label if runtime == "torch" else f"{m.label}@{runtime}", runtime=runtime)
         for runtime in runtimes

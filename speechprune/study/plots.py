@@ -60,18 +60,24 @@ def _style(series: list[Row]) -> dict[str, Any]:
 def _over_seeds(
     series: list[Row], x_of: Callable[[Row], float], y_of: Callable[[Row], float]
 ) -> tuple[list[float], list[float], list[list[float]]]:
-    """Points of one curve averaged over the runs repeated with other seeds: x, mean y and the
-    asymmetric error bar (down to the lowest, up to the highest); a single run has a zero bar."""
-    at: dict[float, list[float]] = defaultdict(list)
+    """Points of one curve, the runs repeated with other seeds averaged into one point: x, mean y and
+    the asymmetric error bar (down to the lowest, up to the highest). Repeats are rows with a seed and
+    the same target sparsity and weight (a VIB run's real sparsity differs a little by seed); other rows
+    (the unpruned model, model files) stay points of their own with no bar."""
+    groups: dict[tuple[Any, ...], list[Row]] = defaultdict(list)
     for row in series:
-        at[round(x_of(row), 3)].append(y_of(row))
-    xs = sorted(at)
-    means = [statistics.fmean(at[x]) for x in xs]
+        repeat = ("seeds", row.target_sparsity, row.regularizer_weight)
+        groups[repeat if row.seed is not None else ("row", row.model)].append(row)
+    points = sorted(
+        (statistics.fmean(x_of(r) for r in members), [y_of(r) for r in members])
+        for members in groups.values()
+    )
+    means = [statistics.fmean(ys) for _, ys in points]
     bars = [
-        [m - min(at[x]) for x, m in zip(xs, means, strict=True)],
-        [max(at[x]) - m for x, m in zip(xs, means, strict=True)],
+        [m - min(ys) for m, (_, ys) in zip(means, points, strict=True)],
+        [max(ys) - m for m, (_, ys) in zip(means, points, strict=True)],
     ]
-    return xs, means, bars
+    return [x for x, _ in points], means, bars
 
 
 def plot_decoder_time(rows: list[Row], out: Path) -> Path:
@@ -140,7 +146,8 @@ def plot_weight_sweep(rows: list[Row], out: Path) -> Path | None:
     """Decoder time (as a ratio to the unpruned model's with the fixed settings) and WER against the
     regularizer's weight λ, per criterion and sparsity, mean over seeds with their range, for the fixed
     decoder and each re-tuned lever: does a heavier term buy what a free lever buys? None unless some
-    criterion was run with two or more non-zero weights of one kind."""
+    criterion was run with two or more non-zero weights of one kind, and the study re-tuned the levers
+    (``--retune-manifest``): the comparison is the point of the plot."""
     pruned = [r for r in rows if not r.is_unpruned and r.method != "model" and r.runtime == "torch"]
     swept = {
         (r.method, r.regularizer)

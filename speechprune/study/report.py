@@ -89,6 +89,7 @@ def over_seeds(rows: list[StudyRow]) -> list[dict[str, Any]]:
     for (decoder, runtime, method, regularizer, weight, sparsity), members in sorted(groups.items()):
         if len({r.seed for r in members}) < 2:
             continue
+        members = sorted(members, key=lambda r: r.seed or 0)  # every list column in the seeds' order
         reference = fixed.get(decoder.split("+", 1)[0])
         record: dict[str, Any] = {
             "decoder": decoder,
@@ -97,7 +98,7 @@ def over_seeds(rows: list[StudyRow]) -> list[dict[str, Any]]:
             "regularizer": regularizer,
             "regularizer_weight": weight,
             "target_sparsity": sparsity,
-            "seeds": " ".join(str(r.seed) for r in sorted(members, key=lambda r: r.seed or 0)),
+            "seeds": " ".join(str(r.seed) for r in members),
         }
         values = {
             "wer": [r.wer for r in members],
@@ -108,7 +109,9 @@ def over_seeds(rows: list[StudyRow]) -> list[dict[str, Any]]:
             if series:
                 record[f"{name}_mean"] = round(statistics.fmean(series), 5)
                 record[f"{name}_spread"] = round((max(series) - min(series)) / 2, 5)
-        record["beam_thresholds"] = " ".join(f"{r.beam_threshold:g}" for r in members if r.beam_threshold)
+        record["beam_thresholds"] = " ".join(
+            "-" if r.beam_threshold is None else f"{r.beam_threshold:g}" for r in members
+        )
         record["temperatures"] = " ".join(f"{r.temperature:g}" for r in members)
         records.append(record)
     return records
