@@ -306,6 +306,10 @@ def test_runs_repeated_with_other_seeds_are_told_apart_and_the_same_seed_twice_i
         "mnp-ent1-s50-seed4",
     ]
     assert [m.label for m in collect_models(base_model, [again])][1] == "mnp-ent1-s25"  # alone: short
+    halves = collect_models(base_model, [pruning_run, again], sparsities=[0.5])
+    assert [m.label for m in halves] == ["unpruned", "mnp-ent1-s50-seed3", "mnp-ent1-s50-seed4"]
+    with pytest.raises(SpeechpruneError, match=r"no snapshot at --sparsities \[0.7\] \(it has 0.25, 0.5\)"):
+        collect_models(base_model, [pruning_run], sparsities=[0.7])
     with pytest.raises(SpeechpruneError, match="labelled alike"):
         collect_models(base_model, [pruning_run, pruning_run])
 

@@ -28,7 +28,7 @@ def _study(args: argparse.Namespace) -> int:
         raise SpeechpruneError(f"{args.decoders}: not a tune-decoder result ({error})") from None
     wide = args.wide_threshold or None
     specs = decoder_specs(tuned, args.lm, args.alpha, args.beta, wide)
-    models = collect_models(args.baseline, args.runs, args.models, args.runtimes)
+    models = collect_models(args.baseline, args.runs, args.models, args.runtimes, args.sparsities)
     if args.retune_manifest is not None and not args.retune_manifest.is_file():
         raise SpeechpruneError(f"--retune-manifest {args.retune_manifest}: no such manifest")
     unknown = sorted(set(args.retune_decoders or ()) - set(specs))
@@ -75,6 +75,13 @@ def register(commands: argparse._SubParsersAction) -> None:
     study.add_argument("--baseline", type=Path, required=True, help="the unpruned model.pt")
     study.add_argument(
         "--runs", type=Path, nargs="+", default=[], help="pruning run folders (EXP_DIR of prune)"
+    )
+    study.add_argument(
+        "--sparsities",
+        type=non_negative_float,
+        nargs="+",
+        default=None,
+        help="only the runs' snapshots at these sparsities, e.g. 0.5 (default: every snapshot)",
     )
     study.add_argument(
         "--models", type=Path, nargs="+", default=[], help="more model files (e.g. a search's picks)"

@@ -36,9 +36,11 @@ def collect_models(
     run_dirs: Sequence[Path],
     model_files: Sequence[Path] = (),
     runtimes: Sequence[str] = ("torch",),
+    sparsities: Sequence[float] | None = None,
 ) -> list[StudyModel]:
-    """The unpruned baseline, every snapshot of every pruning run (``prune_summary.json`` each) and every
-    model file (method "model", labelled by its file name), on each of ``runtimes``."""
+    """The unpruned baseline, every snapshot of every pruning run (``prune_summary.json`` each; only
+    those at ``sparsities`` when given) and every model file (method "model", labelled by its file name),
+    on each of ``runtimes``."""
     unknown = sorted(set(runtimes) - set(RUNTIMES))
     if unknown or not runtimes:
         raise SpeechpruneError(f"runtimes {unknown or '(none)'}: choose from {', '.join(RUNTIMES)}")
@@ -51,7 +53,15 @@ def collect_models(
         weight = float(summary["regularizer"]["weight"])
         kind = summary["regularizer"]["kind"] if weight > 0 else "none"
         regularizer = f"{REGULARIZER_TAGS.get(kind, kind)}{weight:g}" if weight > 0 else "vanilla"
-        for snapshot in summary["snapshots"]:
+        snapshots = summary["snapshots"]
+        if sparsities is not None:
+            snapshots = [s for s in snapshots if any(abs(s["sparsity"] - x) < 1e-6 for x in sparsities)]
+            if not snapshots:
+                have = ", ".join(f"{s['sparsity']:g}" for s in summary["snapshots"])
+                raise SpeechpruneError(
+                    f"{run}: no snapshot at --sparsities {list(sparsities)} (it has {have})"
+                )
+        for snapshot in snapshots:
             tag = f"{summary['criterion']}-{regularizer}-s{round(snapshot['sparsity'] * 100):02d}"
             path = run / "snapshots" / snapshot["path"]
             models.append(
