@@ -196,6 +196,16 @@ def plot_weight_sweep(rows: list[Row], out: Path) -> Path | None:
                     )
         top, bottom = axes[0][column], axes[1][column]
         top.axhline(1.0, color="black", linewidth=1, label=f"unpruned, {base} fixed")
+        for lever, style in (("+thr", ":"), ("+T", "--")):  # the unpruned model with the same lever
+            own = [r.decoder_ms for r in rows if r.is_reference and r.decoder == base + lever]
+            if own:
+                top.axhline(
+                    own[0] / reference,
+                    color="black",
+                    linewidth=0.8,
+                    linestyle=style,
+                    label=f"unpruned, {base}{lever}",
+                )
         top.set_yscale("log")
         top.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
         top.yaxis.set_major_formatter(ScalarFormatter())
