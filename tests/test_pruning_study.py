@@ -345,7 +345,12 @@ def _swept_row(model: str, decoder: str, decoder_ms: float, wer: float, weight: 
 
 def test_repeated_runs_are_summarized_over_seeds_against_the_unpruned_fixed_decoder(tmp_path):
     from speechprune.study.report import markdown_over_seeds, over_seeds
-    from speechprune.study.rows import derive
+    from speechprune.study.rows import derive, fixed_configuration
+
+    # a re-tuned row compares with its own configuration, LM and all, not with the first name part
+    assert fixed_configuration("flashlight+lm+thr") == "flashlight+lm"
+    assert fixed_configuration("flashlight+lm") == "flashlight+lm"
+    assert fixed_configuration("own-wide+T") == "own-wide"
 
     rows = [
         _swept_row("unpruned", d, 2.0 if d == "flashlight-wide" else 0.5, 0.01, 0, None)

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from speechprune.figures import save_png
-from speechprune.study.rows import StudyRow
+from speechprune.study.rows import StudyRow, fixed_configuration
 
 Row = StudyRow
 PRIMARY_DECODER = "flashlight"
@@ -110,7 +110,9 @@ LEVER_MARKERS = {"": "o", "+thr": "s", "+T": "^"}  # fixed decoder, re-tuned thr
 def plot_levers(rows: list[Row], out: Path) -> Path | None:
     """Decoder time against WER per model for the fixed decoder and each re-tuned lever (one panel per
     configuration that has them): at equal WER, a regularizer must sit below the free levers' points."""
-    bases = sorted({r.decoder.rsplit("+", 1)[0] for r in rows if r.decoder.endswith(("+thr", "+T"))})
+    bases = sorted(
+        {fixed_configuration(r.decoder) for r in rows if fixed_configuration(r.decoder) != r.decoder}
+    )
     if not bases:
         return None
     figure, axes = plt.subplots(1, len(bases), figsize=(5.6 * len(bases), 4.4), squeeze=False)
@@ -158,7 +160,9 @@ def plot_weight_sweep(rows: list[Row], out: Path) -> Path | None:
         > 1
         and r.regularizer_weight > 0
     }
-    bases = sorted({r.decoder.split("+", 1)[0] for r in pruned if r.decoder.endswith(("+thr", "+T"))})
+    bases = sorted(
+        {fixed_configuration(r.decoder) for r in pruned if fixed_configuration(r.decoder) != r.decoder}
+    )
     if not swept or not bases:
         return None
     base = PRIMARY_DECODER + "-wide" if PRIMARY_DECODER + "-wide" in bases else bases[0]

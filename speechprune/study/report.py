@@ -23,7 +23,7 @@ from speechprune.study.plots import (
     plot_pareto,
     plot_weight_sweep,
 )
-from speechprune.study.rows import StudyRow
+from speechprune.study.rows import StudyRow, fixed_configuration
 
 RESULTS_NAME = "results.json"
 
@@ -90,7 +90,7 @@ def over_seeds(rows: list[StudyRow]) -> list[dict[str, Any]]:
         if len({r.seed for r in members}) < 2:
             continue
         members = sorted(members, key=lambda r: r.seed or 0)  # every list column in the seeds' order
-        reference = fixed.get(decoder.split("+", 1)[0])
+        reference = fixed.get(fixed_configuration(decoder))
         record: dict[str, Any] = {
             "decoder": decoder,
             "runtime": runtime,

@@ -23,6 +23,7 @@ PER_THREAD = {  # attribute -> flat-key pattern; one value per encoder thread co
     "encoder_speedup": "encoder_speedup_{t}t",
     "end_to_end_speedup": "end_to_end_speedup_{t}t",
 }
+RETUNED_LEVERS = ("thr", "T")  # suffixes of the re-tuned configurations: "flashlight+lm+thr", "...+T"
 GREEDY_PREFIX = "wer_greedy_"
 DEVICE_PREFIX = "device_"
 
@@ -121,6 +122,13 @@ class StudyRow:
             key[len(DEVICE_PREFIX) :]: value for key, value in flat.items() if key.startswith(DEVICE_PREFIX)
         }
         return cls(**values)
+
+
+def fixed_configuration(decoder: str) -> str:
+    """The decoder configuration a row ran, without its re-tuned lever ("flashlight+lm+thr" ->
+    "flashlight+lm"); a fixed configuration is its own."""
+    base, _, lever = decoder.rpartition("+")
+    return base if base and lever in RETUNED_LEVERS else decoder
 
 
 def derive(rows: Sequence[StudyRow]) -> list[StudyRow]:

@@ -24,12 +24,12 @@ from asr.tokenizer import Tokenizer
 from common.measure import interleaved
 from decoding.backends import DecoderSettings, make_decoder
 from decoding.search_stats import aggregate_stats
+from speechprune.study.rows import RETUNED_LEVERS
 
 WIDE_CUTOFF_PROB = 0.999  # the own decoder's cutoff in the "wide" configurations
 TUNED_BACKENDS = ("own", "flashlight")
 RETUNE_THRESHOLDS = (12.0, 10.0, 8.0, 6.0, 5.0, 4.0, 3.0, 2.0)
 RETUNE_TEMPERATURES = (0.9, 0.8, 0.7, 0.6, 0.5)
-RETUNED_LEVERS = ("thr", "T")  # suffixes of the re-tuned configurations: "flashlight-wide+thr", "+T"
 
 
 @dataclass(frozen=True)
