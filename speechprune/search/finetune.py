@@ -58,9 +58,9 @@ class FineTuner:
         teacher: Path | None = None,
     ) -> None:
         self.sections = start_run(config)
-        # what a worker elsewhere needs to build the same fine-tuner (speechprune.search.scale_out)
+        # what a worker elsewhere needs to build the same fine-tuner (speechprune.search.scale_out; the
+        # teacher travels as self.regularizer.teacher)
         self.config, self.tokenizer, self.sample_rate = config, tokenizer, sample_rate
-        self.teacher = Path(teacher) if teacher is not None else None
         self.cache_dir = Path(cache_dir) if cache_dir else None
         training = {k: config.get(k) for k in TRAINING_SECTIONS}
         self.training_key = json.dumps(training, sort_keys=True, default=str)
