@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,3 +44,21 @@ def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and str(tmp_path) in done.stderr
+
+
+def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
+    """--loso-speakers splits the six folds across processes; a misspelt name must not train nothing and
+    exit 0 (nor train every fold): one line naming it and the speakers there are, before any work."""
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    for name in ("0_alice_0.wav", "1_bob_0.wav"):
+        (recordings / name).write_bytes(b"")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(RECIPE / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir",
+         str(tmp_path / "fsdd"), "--loso-speakers", "alice carol", "--loso-name", "never"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "'carol'" in done.stderr and "alice bob" in done.stderr
+    assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()

@@ -13,6 +13,7 @@
 #   bash run.sh --stage 8 --stop-stage 8   # the search study (hours on 2 cores; resumes run by run)
 #   bash run.sh --stage 9 --stop-stage 9   # leave-one-speaker-out: six trainings, each without one speaker
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name aug --loso-epochs 4 --set augment.reverb_prob=0.5
+#   bash run.sh --stage 9 --stop-stage 9 --loso-speakers "george jackson lucas"   # some folds (one process each)
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -44,7 +45,9 @@ loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ 
 loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
 tight_fraction=0.5      # training strings joined like fluent speech (prepare-fsdd --tight-fraction): held-out
                         # speaker 9.33% -> 8.71% WER, tight-joined strings 23.6% -> 15.8% (README, New voices)
-mbrola_count=1000       # MBROLA diphone-voice training strings, made when MBROLA voices are installed (0: never)
+mbrola_count=1000       # MBROLA diphone-voice training strings, made when MBROLA voices are installed (0: neither
+                        # made nor trained on, even when data/mbrola exists: the lever measured by its absence)
+loso_speakers=""        # stage 9: only these folds ("george nicolas"): split the six across processes or machines
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -67,7 +70,8 @@ while [[ $# -gt 0 ]]; do
     --loso-epochs) loso_epochs="$2"; shift 2 ;;
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
     --mbrola-count) mbrola_count="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$(basename "$0")"; exit 0 ;;
+    --loso-speakers) loso_speakers="$2"; shift 2 ;;
+    -h|--help) sed -n '2,18p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -104,10 +108,11 @@ search_dir=$(dirname "$exp")/search
 fsdd_args=()
 [[ -n "$fsdd_dir" ]] && fsdd_args=(--fsdd-dir "$fsdd_dir")
 
-# The training speech of a corpus folder: its real strings, the eSpeak NG strings, the MBROLA ones if made.
+# The training speech of a corpus folder: its real strings, the eSpeak NG strings, the MBROLA ones if made
+# (and not turned off with --mbrola-count 0).
 train_manifests() {
   local list="$1/train.jsonl,$data/corpus/train_tts.jsonl"
-  [[ -f "$data/mbrola/train_mbrola.jsonl" ]] && list+=",$data/mbrola/train_mbrola.jsonl"
+  [[ $mbrola_count -gt 0 && -f "$data/mbrola/train_mbrola.jsonl" ]] && list+=",$data/mbrola/train_mbrola.jsonl"
   echo "[$list]"
 }
 
@@ -216,7 +221,12 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   echo "== stage 9: leave-one-speaker-out ($loso_name) -> $loso_dir"
   loso_train=("${extra[@]}")
   [[ -n "$loso_epochs" ]] && loso_train=(--set trainer.max_epochs="$loso_epochs" "${loso_train[@]}")
-  for speaker in $(python local/fsdd_speakers.py "${fsdd_args[@]}"); do
+  speakers=$(python local/fsdd_speakers.py "${fsdd_args[@]}")
+  for speaker in $loso_speakers; do
+    grep -qx "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers: no FSDD speaker '$speaker'" \
+      "(there are: $(echo $speakers))" >&2; exit 2; }
+  done
+  for speaker in ${loso_speakers:-$speakers}; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
     if [[ ! -f "$loso_dir/$speaker/eval/test_speaker.summary.json" ]]; then
       echo "== stage 9: without $speaker"
