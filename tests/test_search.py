@@ -388,7 +388,9 @@ def test_the_search_study_runs_every_pair_and_writes_one_table(tiny_corpus, base
     }
     own = json.loads((tmp_path / "own-encoder" / "search_results.json").read_text())
     assert own["objective"] == "encoder" and own["unpruned"]["decoder_ms"] > 0
-    table = (tmp_path / "study" / "study.md").read_text()
+    source, table = (tmp_path / "study" / "study.md").read_text().split("\n\n")
+    # both runs timed on the same (fake) target over the same calibration set: one line says so
+    assert source.count("\n") == 0 and "fake-macs" in source and tiny_corpus["valid"].name in source
     assert table.count("\n") == 2 + len(rows) and "| greedy | 90pct | uniform |" in table
     for name in ("study.csv", "study.json", "study_wer_vs_latency.png", "study_breakdown.png"):
         assert (tmp_path / "study" / name).stat().st_size > 100

@@ -112,14 +112,20 @@ def run_study(
     return write_study_report(study, exp_dir, failed)
 
 
-def study_rows(study: StudyConfig, exp_dir: Path) -> list[dict[str, Any]]:
-    """One row per (run, method, budget): the final model's measured fit, or the closest miss."""
-    rows = []
+def finished_runs(study: StudyConfig, exp_dir: Path) -> list[tuple[str, str, dict[str, Any]]]:
+    """(decoder, method, results) of every run that has written its results, in the study's order."""
+    finished = []
     for decoder, method in study.runs:
         path = exp_dir / study.run_name(decoder, method) / RESULTS_NAME
-        if not path.is_file():
-            continue
-        results = json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file():
+            finished.append((decoder, method, json.loads(path.read_text(encoding="utf-8"))))
+    return finished
+
+
+def study_rows(finished: list[tuple[str, str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """One row per (run, method, budget): the final model's measured fit, or the closest miss."""
+    rows = []
+    for decoder, method, results in finished:
         common = {
             "decoder": decoder,
             "objective": results["objective"],
@@ -187,9 +193,10 @@ def _decoder_label(decoder: dict[str, Any]) -> str:
 
 def write_study_report(study: StudyConfig, exp_dir: Path, failed: dict[str, str]) -> dict[str, Any]:
     """study.json / study.csv / study.md and the two plots, from the runs' results files."""
-    rows = study_rows(study, exp_dir)
+    finished = finished_runs(study, exp_dir)
+    rows = study_rows(finished)
     names = [study.run_name(d, m) for d, m in study.runs]
-    done = {name for name in names if (exp_dir / name / RESULTS_NAME).is_file()}
+    done = {study.run_name(d, m) for d, m, _ in finished}
     report = {
         "budgets": study.budgets,
         "runs": names,
@@ -201,9 +208,35 @@ def write_study_report(study: StudyConfig, exp_dir: Path, failed: dict[str, str]
     write_json(out / "study.json", report)
     write_csv(out / "study.csv", rows)
     with atomic_open(out / "study.md", "w", encoding="utf-8") as handle:
-        handle.write(markdown_table(rows))
+        handle.write("\n".join(measured_on(study, finished)) + "\n\n" + markdown_table(rows))
     report["plots"] = [str(p) for p in write_study_plots(rows, study, out)]
     return report
+
+
+def measured_on(study: StudyConfig, finished: list[tuple[str, str, dict[str, Any]]]) -> list[str]:
+    """Where the table's latencies come from, one line per distinct target and calibration set: decoder
+    cost depends on the speech and the device, so a table that does not say which is unreadable. Each
+    line gives the noise floor of its runs (a second copy of the unpruned model timed against it)."""
+    sources: dict[str, tuple[list[str], list[float]]] = {}
+    for decoder, method, results in finished:
+        target = ", ".join(f"{k} {v}" for k, v in results["target"].items() if v not in (None, "", []))
+        floor = results["noise_floor"]
+        checks = floor.get("copy_end_to_end_ratio_checks") or [floor["copy_end_to_end_ratio"]]
+        source = (
+            f"Latencies measured on the target ({target}) over `{results['calibration_manifest']}` "
+            f"({results['calibration_utterances']} utterances), each final model in {len(checks)} separate "
+            "interleaved run(s)"
+        )
+        names, copies = sources.setdefault(source, ([], []))
+        names.append(study.run_name(decoder, method))
+        copies.extend(checks)
+    lines = []
+    for source, (names, copies) in sources.items():
+        scope = "" if len(sources) == 1 else f" (runs {', '.join(names)})"
+        lines.append(
+            f"{source}{scope}; a copy of the unpruned model read {min(copies):.3f}-{max(copies):.3f} of it."
+        )
+    return lines
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
