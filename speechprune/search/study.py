@@ -208,7 +208,7 @@ def write_study_report(study: StudyConfig, exp_dir: Path, failed: dict[str, str]
     write_json(out / "study.json", report)
     write_csv(out / "study.csv", rows)
     with atomic_open(out / "study.md", "w", encoding="utf-8") as handle:
-        handle.write("\n".join(measured_on(study, finished)) + "\n\n" + markdown_table(rows))
+        handle.write("".join(f"{line}\n\n" for line in measured_on(study, finished)) + markdown_table(rows))
     report["plots"] = [str(p) for p in write_study_plots(rows, study, out)]
     return report
 
