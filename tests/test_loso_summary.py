@@ -47,8 +47,8 @@ def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):
 
 
 def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
-    """--loso-speakers splits the six folds across processes; a misspelt name must not train nothing and
-    exit 0 (nor train every fold): one line naming it and the speakers there are, before any work."""
+    """--loso-speakers splits the six folds across processes; a misspelt name must neither exit 0 having
+    trained nothing nor fall back to every fold: one line naming it and the speakers there are, first."""
     recordings = tmp_path / "fsdd" / "recordings"
     recordings.mkdir(parents=True)
     for name in ("0_alice_0.wav", "1_bob_0.wav"):
