@@ -50,3 +50,16 @@ def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
         counts.char_errors += chars.substitutions + chars.deletions + chars.insertions
         counts.chars += sum(len(r) for r in refs)
     return counts
+
+
+def never_learned(training_summary: dict) -> bool:
+    """Whether a finished training (its ``train_summary.json``) scored a validation WER of 100% or more
+    even at its best checkpoint: no better than a model that emits nothing.
+
+    CTC training first learns to emit only blanks (the blank plateau: every word deleted) and leaves it
+    after some hundreds of steps, later on harder data (tightly joined strings) and never when the learning
+    rate has decayed first. A model exported from inside the plateau recognizes nothing, yet pruning, decoder
+    tuning and timing would measure it as if it were a recognizer.
+    """
+    best = training_summary.get("best_val_wer")
+    return best is not None and best >= 1.0

@@ -11,31 +11,36 @@ from pathlib import Path
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fsdd_digits"
 
 
-def _fold(root: Path, speaker: str, errors: int, words: int) -> None:
+def _fold(root: Path, speaker: str, errors: int, words: int, best_val_wer: float = 0.1) -> None:
     (root / speaker / "eval").mkdir(parents=True)
     summary = {"utterances": 10, "words": words, "word_errors": errors, "wer": errors / words}
     summary["sentence_error_rate"] = 0.5
     (root / speaker / "eval" / "test_speaker.summary.json").write_text(json.dumps(summary))
     (root / speaker / "train_summary.json").write_text(
-        json.dumps({"epochs_completed": 4, "train_seconds_this_run": 60.0})
+        json.dumps({"epochs_completed": 4, "train_seconds_this_run": 60.0, "best_val_wer": best_val_wer})
     )
 
 
 def test_summary_reports_mean_worst_and_pooled(tmp_path):
     _fold(tmp_path, "alice", 5, 100)
     _fold(tmp_path, "bob", 30, 200)
+    _fold(tmp_path, "carol", 80, 80, best_val_wer=1.0)
     done = subprocess.run(
         [sys.executable, str(RECIPE / "local" / "loso_summary.py"), str(tmp_path)],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     summary = json.loads((tmp_path / "loso.json").read_text())
-    assert abs(summary["mean_wer"] - (0.05 + 0.15) / 2) < 1e-12  # each speaker counts once
-    assert abs(summary["pooled_wer"] - 35 / 300) < 1e-12
-    assert summary["worst"]["speaker"] == "bob"
-    assert "**10.00%**" in (tmp_path / "loso.md").read_text()
+    assert abs(summary["mean_wer"] - (0.05 + 0.15 + 1.0) / 3) < 1e-12  # each speaker counts once
+    assert abs(summary["pooled_wer"] - 115 / 380) < 1e-12
+    assert summary["worst"]["speaker"] == "carol"
+    table = (tmp_path / "loso.md").read_text()
+    assert "**40.00%**" in table
+    # a fold that never left CTC's blank plateau is marked, in the table and on stderr; the others are not
+    assert "100.00% (blank plateau)" in table and table.count("blank plateau") == 1
+    assert "carol: validation WER 100% (CTC's blank plateau)" in done.stderr
     assert (tmp_path / "loso.png").read_bytes()[:4] == b"\x89PNG"
-    assert "only 2 speakers finished" in done.stderr  # FSDD has six: a partial run says so
+    assert "only 3 speakers finished" in done.stderr  # FSDD has six: a partial run says so
 
 
 def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):

@@ -21,7 +21,7 @@ from asr.checkpoint import load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.data.sampler import BucketBatchSampler
-from asr.metrics import error_counts
+from asr.metrics import error_counts, never_learned
 from asr.models.lstm_ctc import count_parameters
 from asr.tokenizer import Tokenizer
 from asr.training import train
@@ -141,6 +141,28 @@ def test_last_checkpoint_holds_the_latest_epoch(tiny_corpus, tmp_path):
     train(config, tmp_path / "exp")
     last = torch.load(tmp_path / "exp" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert last["epoch"] == 1
+
+
+def test_a_model_left_on_the_blank_plateau_is_flagged(trained, tiny_corpus, tmp_path, capsys):
+    """lr 0 keeps the model where it started: validation WER >= 100%. ``--fail-on-plateau`` makes that
+    exit 1 (the model is still written); without it the same finding is a warning and exit 0. The trained
+    fixture's summary is the control that the check does not flag a model that learned."""
+    config = tiny_config(tiny_corpus, epochs=1)
+    config["optim"]["lr"] = 0.0
+    write_manifest(tmp_path / "few.jsonl", read_manifest(tiny_corpus["train"])[:4])
+    config["data"]["train_manifests"] = [str(tmp_path / "few.jsonl")]
+    config["data"]["valid_manifest"] = str(tmp_path / "few.jsonl")
+    config_path = tmp_path / "config.json"  # JSON is YAML
+    config_path.write_text(json.dumps(config))
+    command = ["train", "--config", str(config_path), "--exp-dir", str(tmp_path / "exp")]
+
+    assert main([*command, "--fail-on-plateau"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "blank plateau" in err and "Traceback" not in err
+    assert (tmp_path / "exp" / "model.pt").is_file()
+    assert main(command) == 0  # the finished run resumes, has nothing left to train, and warns
+    assert "warning:" in capsys.readouterr().err
+    assert not never_learned(json.loads((trained / "train_summary.json").read_text()))
 
 
 @pytest.mark.slow

@@ -3,18 +3,36 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 from speechprune.cli.options import add_config_options, output_dir, positive_int
 
 
 def _train(args: argparse.Namespace) -> int:
+    from lightning.pytorch.utilities import rank_zero_only
+
     from asr.config import load_config
+    from asr.metrics import never_learned
     from asr.training import train
 
     config = load_config(args.config, args.set)
     exported = train(config, args.exp_dir)
+    if rank_zero_only.rank != 0:  # under DDP only rank 0 exports and writes the summary
+        return 0
     print(f"best model: {exported}")
+    summary = json.loads((Path(args.exp_dir) / "train_summary.json").read_text())
+    if never_learned(summary):
+        kind = "error" if args.fail_on_plateau else "warning"
+        best = 100 * summary["best_val_wer"]
+        print(
+            f"speechprune train: {kind}: {exported}: best validation WER {best:.0f}% after "
+            f"{summary['epochs_completed']} epochs: no better than emitting nothing (CTC's blank plateau); "
+            "train longer (trainer.max_epochs, trainer.max_time) before pruning or timing it",
+            file=sys.stderr,
+        )
+        return 1 if args.fail_on_plateau else 0
     return 0
 
 
@@ -69,6 +87,12 @@ def register(commands: argparse._SubParsersAction) -> None:
         "data, tokenizer, features, model, augment, optim, trainer",
         "folder for checkpoints, logs and the exported model",
         "trainer.max_epochs=3",
+    )
+    train.add_argument(
+        "--fail-on-plateau",
+        action="store_true",
+        help="exit 1 (the model is still written) when even the best checkpoint's validation WER is 100%% or "
+        "more: the model never left CTC's blank plateau",
     )
     train.set_defaults(handler=_train, resumable=True)
 

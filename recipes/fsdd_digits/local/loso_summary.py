@@ -16,6 +16,7 @@ import json
 import sys
 from pathlib import Path
 
+from asr.metrics import never_learned
 from common.fileio import atomic_open, write_json
 
 
@@ -33,6 +34,9 @@ def _rows(loso_dir: Path) -> list[dict]:
                 "wer": summary["wer"],
                 "sentence_error_rate": summary["sentence_error_rate"],
                 "epochs": train["epochs_completed"],
+                # validation WER >= 100% at the best checkpoint: the fold never left CTC's blank
+                # plateau, so its WER measures the training budget, not the speaker
+                "blank_plateau": never_learned(train),
                 "train_seconds": train["train_seconds_this_run"],
             }
         )
@@ -81,7 +85,8 @@ def main() -> int:
         "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['speaker']} | {r['words']} | {100 * r['wer']:.2f}% | {100 * r['sentence_error_rate']:.1f}% "
+        f"| {r['speaker']} | {r['words']} | {100 * r['wer']:.2f}%{' (blank plateau)' * r['blank_plateau']} "
+        f"| {100 * r['sentence_error_rate']:.1f}% "
         f"| {r['epochs']} | {r['train_seconds']:.0f} |"
         for r in rows
     ]
@@ -91,6 +96,13 @@ def main() -> int:
         handle.write("\n".join(lines) + "\n")
     _plot(rows, mean, args.loso_dir / "loso.png", f"leave-one-speaker-out: {args.loso_dir.name}")
     print("\n".join(lines))
+    stuck = [row["speaker"] for row in rows if row["blank_plateau"]]
+    if stuck:
+        print(
+            f"loso_summary: {', '.join(stuck)}: validation WER 100% (CTC's blank plateau); "
+            "their WER measures the training budget: train longer to compare levers",
+            file=sys.stderr,
+        )
     if len(rows) < 6:
         print(f"loso_summary: only {len(rows)} speakers finished", file=sys.stderr)
     return 0
