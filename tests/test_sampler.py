@@ -40,3 +40,15 @@ def test_ranks_get_disjoint_batches_of_equal_count():
     seen = [tuple(b) for s in shards for b in s]
     covered = {i for b in seen for i in b}
     assert covered == set(range(300))
+
+
+def test_validation_ranks_score_every_utterance_exactly_once():
+    """``even_ranks=False`` (validation): no padding, so some ranks get a batch fewer, but the shards
+    together hold each utterance once; the training sampler would repeat some to even the counts."""
+    make = [BucketBatchSampler(DURATIONS, 30.0, num_replicas=5, rank=r, even_ranks=False) for r in range(5)]
+    shards = [list(sampler) for sampler in make]
+    assert sorted(i for s in shards for b in s for i in b) == list(range(300))
+    assert [len(s) for s in shards] == [len(sampler) for sampler in make]
+    assert len({len(s) for s in shards}) == 2  # 48 batches over 5 ranks: uneven, the case that matters
+    padded = [list(BucketBatchSampler(DURATIONS, 30.0, num_replicas=5, rank=r)) for r in range(5)]
+    assert sum(len(b) for s in padded for b in s) > 300  # the control: training pads with repeats

@@ -267,13 +267,9 @@ def _sampler(manifest: Path, world_size: int, rank: int, shuffle: bool) -> Bucke
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug in asr/data/datamodule.py: validation is sharded with the training sampler, which pads ranks "
-    "with repeated batches, so a DDP val_wer counts some utterances twice (not the exact corpus WER)",
-)
 def test_ddp_validation_scores_every_utterance_once(tiny_corpus):
+    """Padding ranks to equal batch counts (needed in training) would score some validation utterances
+    twice; the validation loaders of two ranks must together score each exactly once."""
     data = DataConfig(
         train_manifests=[str(tiny_corpus["train"])],
         valid_manifest=str(tiny_corpus["valid"]),

@@ -67,6 +67,7 @@ class SpeechDataModule(L.LightningDataModule):
             seed=self.config.seed,
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
+            even_ranks=train,  # validation: every utterance once (see BucketBatchSampler)
         )
         return DataLoader(
             SpeechDataset(utterances, self.tokenizer, self.sample_rate, augment),

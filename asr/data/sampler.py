@@ -2,8 +2,11 @@
 
 Padding an LSTM batch to its longest utterance wastes the time of every shorter one, and fixed batch sizes
 either waste memory on short utterances or overflow it on long ones. Under DDP each rank takes every
-world_size-th batch, and all ranks get the same number of batches (a rank that would run short repeats
-batches) so that no rank waits forever at a collective.
+world_size-th batch. Training ranks all get the same number of batches (a rank that would run short
+repeats batches), since every training step all-reduces gradients and a rank that stopped early would
+leave the others waiting forever. Validation only reduces its counts once, at the end of the epoch, so
+there ranks split the batches without repeats (``even_ranks=False``) and every utterance is scored once:
+the validation WER is the corpus WER, not one with some utterances counted twice.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         num_replicas: int = 1,
         rank: int = 0,
+        even_ranks: bool = True,
     ) -> None:
         if max_batch_seconds <= 0 or max_batch_size < 1:
             raise ValueError("max_batch_seconds and max_batch_size must be positive")
@@ -35,6 +39,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
+        self.even_ranks = even_ranks
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -62,13 +67,17 @@ class BucketBatchSampler(Sampler[list[int]]):
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return batches
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _rank_batches(self) -> list[list[int]]:
         batches = self._batches()
-        per_rank = math.ceil(len(batches) / self.num_replicas)
-        padded = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[
-            : per_rank * self.num_replicas
-        ]
-        return iter(padded[self.rank :: self.num_replicas])
+        if self.even_ranks:
+            per_rank = math.ceil(len(batches) / self.num_replicas)
+            batches = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[
+                : per_rank * self.num_replicas
+            ]
+        return batches[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._rank_batches())
 
     def __len__(self) -> int:
-        return math.ceil(len(self._batches()) / self.num_replicas)
+        return len(self._rank_batches())
