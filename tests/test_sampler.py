@@ -52,3 +52,8 @@ def test_validation_ranks_score_every_utterance_exactly_once():
     assert len({len(s) for s in shards}) == 2  # 48 batches over 5 ranks: uneven, the case that matters
     padded = [list(BucketBatchSampler(DURATIONS, 30.0, num_replicas=5, rank=r)) for r in range(5)]
     assert sum(len(b) for s in padded for b in s) > 300  # the control: training pads with repeats
+    few = [
+        list(BucketBatchSampler(DURATIONS[:2], 30.0, num_replicas=3, rank=r, even_ranks=False))
+        for r in range(3)
+    ]
+    assert all(len(s) == 1 for s in few)  # fewer batches than ranks: no rank may skip the epoch-end reduce

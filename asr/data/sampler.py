@@ -6,7 +6,8 @@ world_size-th batch. Training ranks all get the same number of batches (a rank t
 repeats batches), since every training step all-reduces gradients and a rank that stopped early would
 leave the others waiting forever. Validation only reduces its counts once, at the end of the epoch, so
 there ranks split the batches without repeats (``even_ranks=False``) and every utterance is scored once:
-the validation WER is the corpus WER, not one with some utterances counted twice.
+the validation WER is the corpus WER, not one with some utterances counted twice (unless there are
+fewer batches than ranks: then every rank still gets one, and some repeat).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ class BucketBatchSampler(Sampler[list[int]]):
 
     def _rank_batches(self) -> list[list[int]]:
         batches = self._batches()
-        if self.even_ranks:
+        # every rank must reach validation's epoch-end reduce, so a rank never goes without a batch
+        if self.even_ranks or len(batches) < self.num_replicas:
             per_rank = math.ceil(len(batches) / self.num_replicas)
             batches = (batches * math.ceil(per_rank * self.num_replicas / len(batches)))[
                 : per_rank * self.num_replicas
