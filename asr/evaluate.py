@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from asr.audio import load_audio
 from asr.data.manifest import Utterance, read_manifest
-from asr.metrics import ErrorCounts, error_counts
+from asr.metrics import ErrorCounts, error_counts, frequent_errors
 from asr.transcriber import Transcriber
 from common.errors import AudioError
 from common.fileio import write_csv, write_json
@@ -90,6 +90,9 @@ def _row(utterance: Utterance, seconds: float, reference: str, transcript: Any, 
         "reference": reference,
         "hypothesis": transcript.text,
         "word_errors": counts.word_errors,
+        "substitutions": counts.substitutions,
+        "deletions": counts.deletions,
+        "insertions": counts.insertions,
         "words": counts.words,
         "char_errors": counts.char_errors,
         "encoder_ms": round(transcript.encoder_ms, 3),
@@ -110,6 +113,9 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "wer": round(totals.wer, 5) if scored else None,
         "cer": round(totals.cer, 5) if scored else None,
         "word_errors": totals.word_errors,
+        "substitutions": totals.substitutions,
+        "deletions": totals.deletions,
+        "insertions": totals.insertions,
         "words": totals.words,
         "sentence_error_rate": round(sum(r["word_errors"] > 0 for r in rows) / len(rows), 5)
         if scored
@@ -123,4 +129,5 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "batch_size": batch_size,
         "parameters": transcriber.encoder.parameters,
         "sample_rate": transcriber.sample_rate,
+        "frequent_errors": frequent_errors([r["reference"] for r in rows], [r["hypothesis"] for r in rows]),
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import jiwer
@@ -9,19 +10,32 @@ import jiwer
 
 @dataclass
 class ErrorCounts:
-    """Edit operations against reference length; WER = errors / reference words."""
+    """Edit operations against reference length; WER = errors / reference words.
 
-    word_errors: int = 0
+    Word errors are kept by kind because the kinds have different causes on a new voice: substitutions
+    are acoustic confusions ("eight" read as "four"), deletions inside strings are words merged into a
+    neighbour by coarticulation, insertions are noise or a split word.
+    """
+
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
     words: int = 0
     char_errors: int = 0
     chars: int = 0
 
     def __iadd__(self, other: ErrorCounts) -> ErrorCounts:
-        self.word_errors += other.word_errors
+        self.substitutions += other.substitutions
+        self.deletions += other.deletions
+        self.insertions += other.insertions
         self.words += other.words
         self.char_errors += other.char_errors
         self.chars += other.chars
         return self
+
+    @property
+    def word_errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
 
     @property
     def wer(self) -> float:
@@ -39,17 +53,55 @@ def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
     pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
     for reference, hypothesis in zip(references, hypotheses, strict=True):
         if not reference.strip():
-            counts.word_errors += len(hypothesis.split())
+            counts.insertions += len(hypothesis.split())
             counts.char_errors += len(hypothesis.replace(" ", ""))
     if pairs:
         refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
         words = jiwer.process_words(refs, hyps)
         chars = jiwer.process_characters(refs, hyps)
-        counts.word_errors += words.substitutions + words.deletions + words.insertions
+        counts.substitutions += words.substitutions
+        counts.deletions += words.deletions
+        counts.insertions += words.insertions
         counts.words += sum(len(r.split()) for r in refs)
         counts.char_errors += chars.substitutions + chars.deletions + chars.insertions
         counts.chars += sum(len(r) for r in refs)
     return counts
+
+
+def frequent_errors(references: list[str], hypotheses: list[str], top: int = 10) -> dict[str, list]:
+    """The most frequent word substitutions (reference -> hypothesis), deletions and insertions, most
+    frequent first: what a WER figure hides and what a lever has to fix (which words a new voice confuses,
+    which ones vanish inside strings). Empty references count their hypothesis words as insertions, as in
+    :func:`error_counts`."""
+    substituted: Counter[tuple[str, str]] = Counter()
+    inserted: Counter[str] = Counter()
+    deleted: Counter[str] = Counter()
+    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        if not reference.strip():
+            inserted.update(hypothesis.split())
+    if pairs:
+        output = jiwer.process_words([p[0] for p in pairs], [p[1] for p in pairs])
+        # word by word from jiwer's alignment (its collect_error_counts tallies whole chunks, so "eight
+        # one" -> "four nine" would hide eight -> four)
+        for chunks, ref, hyp in zip(output.alignments, output.references, output.hypotheses, strict=True):
+            for chunk in chunks:
+                ref_words = ref[chunk.ref_start_idx : chunk.ref_end_idx]
+                hyp_words = hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
+                if chunk.type == "substitute":
+                    substituted.update(zip(ref_words, hyp_words, strict=True))
+                elif chunk.type == "delete":
+                    deleted.update(ref_words)
+                elif chunk.type == "insert":
+                    inserted.update(hyp_words)
+    return {
+        "substitutions": [
+            {"reference": ref, "hypothesis": hyp, "count": n}
+            for (ref, hyp), n in substituted.most_common(top)
+        ],
+        "deletions": [{"word": word, "count": n} for word, n in deleted.most_common(top)],
+        "insertions": [{"word": word, "count": n} for word, n in inserted.most_common(top)],
+    }
 
 
 def never_learned(training_summary: dict) -> bool:

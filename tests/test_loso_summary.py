@@ -8,13 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fsdd_digits"
 
 
-def _fold(root: Path, speaker: str, errors: int, words: int, best_val_wer: float = 0.1) -> None:
+SUMMARY = RECIPE / "local" / "loso_summary.py"
+
+
+def _fold(
+    root: Path, speaker: str, errors: int, words: int, best_val_wer: float = 0.1, kinds: bool = False
+) -> None:
     (root / speaker / "eval").mkdir(parents=True)
     summary = {"utterances": 10, "words": words, "word_errors": errors, "wer": errors / words}
     summary["sentence_error_rate"] = 0.5
+    if kinds:  # evaluate's summaries count errors by kind; older ones do not
+        deletions = errors // 2
+        summary |= {"substitutions": errors - deletions - 1, "deletions": deletions, "insertions": 1}
     (root / speaker / "eval" / "test_speaker.summary.json").write_text(json.dumps(summary))
     (root / speaker / "train_summary.json").write_text(
         json.dumps({"epochs_completed": 4, "train_seconds_this_run": 60.0, "best_val_wer": best_val_wer})
@@ -22,7 +32,7 @@ def _fold(root: Path, speaker: str, errors: int, words: int, best_val_wer: float
 
 
 def test_summary_reports_mean_worst_and_pooled(tmp_path):
-    _fold(tmp_path, "alice", 5, 100)
+    _fold(tmp_path, "alice", 5, 100, kinds=True)
     _fold(tmp_path, "bob", 30, 200)
     _fold(tmp_path, "carol", 80, 80, best_val_wer=1.0)
     done = subprocess.run(
@@ -36,11 +46,54 @@ def test_summary_reports_mean_worst_and_pooled(tmp_path):
     assert summary["worst"]["speaker"] == "carol"
     table = (tmp_path / "loso.md").read_text()
     assert "**40.00%**" in table
+    assert "| alice | 100 | 5.00% | 2 / 2 / 1 |" in table and "| bob | 200 | 15.00% | - |" in table
     # a fold that never left CTC's blank plateau is marked, in the table and on stderr; the others are not
     assert "100.00% (blank plateau)" in table and table.count("blank plateau") == 1
     assert "carol: validation WER 100% (CTC's blank plateau)" in done.stderr
     assert (tmp_path / "loso.png").read_bytes()[:4] == b"\x89PNG"
     assert "only 3 speakers finished" in done.stderr  # FSDD has six: a partial run says so
+
+
+def _summarize(*args: Path | str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SUMMARY), *map(str, args)], capture_output=True, text=True, check=False
+    )
+
+
+def test_a_lever_is_compared_with_its_control_on_the_folds_both_finished(tmp_path):
+    control, lever = tmp_path / "control", tmp_path / "lever"
+    for speaker, errors in (("alice", 10), ("bob", 40), ("carol", 50)):
+        _fold(control, speaker, errors, 100)
+    for speaker, errors in (("alice", 12), ("bob", 20), ("dave", 1)):
+        _fold(lever, speaker, errors, 100)
+    done = _summarize(lever, "--against", control)
+    assert done.returncode == 0, done.stderr
+    compared = json.loads((lever / "against_control.json").read_text())
+    # carol and dave are each in one run only: the means are over alice and bob, paired
+    assert compared["speakers"] == 2 and [p["speaker"] for p in compared["pairs"]] == ["alice", "bob"]
+    assert compared["mean_wer_control"] == pytest.approx(0.25)
+    assert compared["mean_wer_lever"] == pytest.approx(0.16)
+    assert compared["mean_change_points"] == pytest.approx(-9.0) and compared["folds_better"] == 1
+    table = (lever / "against_control.md").read_text()
+    assert "| alice | 10.00% | 12.00% | +2.00 |" in table and "**-9.00** (1 of 2 better)" in table
+    assert (lever / "against_control.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((lever / "loso.json").read_text())["speakers"] == 3  # its own summary as before
+
+
+def test_a_comparison_that_cannot_be_made_is_refused_before_anything_is_written(tmp_path):
+    _fold(tmp_path / "run" / "lever", "alice", 1, 10)
+    _fold(tmp_path / "other" / "lever", "alice", 2, 10)
+    _fold(tmp_path / "control", "bob", 2, 10)
+    (tmp_path / "empty").mkdir()
+    for against, problem in (
+        (tmp_path / "empty", "holds no"),
+        (tmp_path / "other" / "lever", "both runs are named lever"),
+        (tmp_path / "control", "no fold finished in both"),
+    ):
+        done = _summarize(tmp_path / "run" / "lever", "--against", against)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert str(against) in done.stderr and problem in done.stderr
+    assert not list((tmp_path / "run" / "lever").glob("loso.*"))
 
 
 def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):

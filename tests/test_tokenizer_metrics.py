@@ -5,7 +5,7 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from asr.metrics import error_counts
+from asr.metrics import error_counts, frequent_errors
 from asr.tokenizer import BLANK_ID, Tokenizer, train_tokenizer
 from common.errors import SpeechpruneError
 
@@ -54,3 +54,33 @@ def test_error_counts_agree_with_jiwer_and_add_up():
 def test_empty_reference_counts_insertions():
     counts = error_counts(["", "one"], ["two three", "one"])
     assert counts.word_errors == 2 and counts.words == 1
+    assert (counts.substitutions, counts.deletions, counts.insertions) == (0, 0, 2)
+
+
+def test_error_kinds_agree_with_jiwer_and_add_up():
+    refs = ["eight one two", "one eight eight", "seven"]
+    hyps = ["four one", "one eight eight three", "five"]
+    output = jiwer.process_words(refs, hyps)
+    counts = error_counts(refs, hyps)
+    assert (counts.substitutions, counts.deletions, counts.insertions) == (
+        output.substitutions, output.deletions, output.insertions,
+    ) == (2, 1, 1)  # fmt: skip
+    first = error_counts(refs[:1], hyps[:1])
+    first += error_counts(refs[1:], hyps[1:])
+    assert (first.substitutions, first.deletions, first.insertions) == (2, 1, 1)
+
+
+def test_frequent_errors_rank_confusions_deletions_and_insertions():
+    refs = ["eight one", "eight two", "two five one", "two", "", "nine"]
+    hyps = ["four nine", "four zero", "zero five", "zero", "oh", "nine nine"]
+    frequent = frequent_errors(refs, hyps, top=2)
+    # word by word ("eight one" -> "four nine" is two confusions), most frequent first; top=2 drops
+    # one->nine, the third pair
+    assert frequent["substitutions"] == [
+        {"reference": "two", "hypothesis": "zero", "count": 3},
+        {"reference": "eight", "hypothesis": "four", "count": 2},
+    ]
+    assert frequent["deletions"] == [{"word": "one", "count": 1}]
+    # an empty reference's words are insertions, as in error_counts
+    assert sorted((e["word"], e["count"]) for e in frequent["insertions"]) == [("nine", 1), ("oh", 1)]
+    assert frequent_errors(["one"], ["one"]) == {"substitutions": [], "deletions": [], "insertions": []}

@@ -172,18 +172,26 @@ def test_evaluate_reports_bad_files_and_scores_the_rest(trained, tiny_corpus, un
     manifest = tmp_path / "mixed.jsonl"
     write_manifest(manifest, good + [Utterance(str(p), 1.0, "one") for p in bad.values()])
 
+    printed = {}
+
     def evaluate(model: Path, out: str) -> dict:
         status = main(["evaluate", str(model), str(manifest), "--out", str(tmp_path / out)])
         assert status == 1
-        err = capsys.readouterr().err
+        captured = capsys.readouterr()
         for path in bad.values():
-            assert path.name in err
+            assert path.name in captured.err
+        printed[out] = captured.out
         return json.loads((tmp_path / out / "mixed.summary.json").read_text())
 
     summary = evaluate(trained / "model.pt", "eval")
     assert summary["utterances"] == 4 and len(summary["bad_files"]) == 3
     assert summary["words"] == sum(len(u.text.split()) for u in good) == 5
     assert summary["wer"] == pytest.approx(summary["word_errors"] / summary["words"])
+    kinds = (summary["substitutions"], summary["deletions"], summary["insertions"])
+    assert sum(kinds) == summary["word_errors"]
+    rows = list(csv.DictReader((tmp_path / "eval" / "mixed.utterances.csv").open()))
+    kind_names = ("substitutions", "deletions", "insertions")
+    assert sum(int(r[kind]) for r in rows for kind in kind_names) == sum(kinds)
     assert summary["wer"] <= EVAL_WER and summary["cer"] < EVAL_CER, summary
     audio_seconds = sum(load_audio(u.audio_filepath, 8000).shape[0] for u in good) / 8000
     assert summary["audio_seconds"] == pytest.approx(audio_seconds, abs=0.01)
@@ -193,6 +201,16 @@ def test_evaluate_reports_bad_files_and_scores_the_rest(trained, tiny_corpus, un
     untrained_summary = evaluate(untrained, "eval_untrained")
     # the bounds mean something: the untrained model fails them
     assert untrained_summary["wer"] > EVAL_WER and untrained_summary["cer"] >= EVAL_CER
+    # its errors are told by kind, with the most frequent ones, in the summary and on the command line
+    frequent = untrained_summary["frequent_errors"]
+    for kind in ("substitutions", "deletions", "insertions"):
+        assert sum(e["count"] for e in frequent[kind]) <= untrained_summary[kind]
+        assert bool(frequent[kind]) == (untrained_summary[kind] > 0)
+    line = (
+        f"(S {untrained_summary['substitutions']} / D {untrained_summary['deletions']} / "
+        f"I {untrained_summary['insertions']})"
+    )
+    assert line in printed["eval_untrained"] and "most frequent: " in printed["eval_untrained"]
 
 
 def test_training_on_a_manifest_with_bad_audio_names_the_files(tiny_corpus, tmp_path, capsys):

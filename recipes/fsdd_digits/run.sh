@@ -14,6 +14,7 @@
 #   bash run.sh --stage 9 --stop-stage 9   # leave-one-speaker-out: six trainings, each without one speaker
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name aug --loso-epochs 4 --set augment.reverb_prob=0.5
 #   bash run.sh --stage 9 --stop-stage 9 --loso-speakers "george jackson lucas"   # some folds (one process each)
+#   bash run.sh --stage 9 --stop-stage 9 --loso-name tight --loso-against control   # paired against another run
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -50,6 +51,7 @@ mbrola_count=0          # MBROLA diphone-voice training strings (--mbrola-count 
                         # installed; 0: neither made nor trained on, even when data/mbrola exists). Off: at the
                         # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (README, New voices)
 loso_speakers=""        # stage 9: only these folds ("george nicolas"): split the six across processes or machines
+loso_against=""         # stage 9: NAME of another run under exp/loso/ (its control) to compare with, fold by fold
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -73,7 +75,8 @@ while [[ $# -gt 0 ]]; do
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
     --mbrola-count) mbrola_count="$2"; shift 2 ;;
     --loso-speakers) loso_speakers="$2"; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$(basename "$0")"; exit 0 ;;
+    --loso-against) loso_against="$2"; shift 2 ;;
+    -h|--help) sed -n '2,19p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -246,5 +249,5 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
         --out "$loso_dir/$speaker/eval" --threads "$threads"
     fi
   done
-  python local/loso_summary.py "$loso_dir"
+  python local/loso_summary.py "$loso_dir" ${loso_against:+--against "$(dirname "$loso_dir")/$loso_against"}
 fi
