@@ -46,17 +46,28 @@ class ErrorCounts:
         return self.char_errors / max(self.chars, 1)
 
 
+def _split_empty(references: list[str], hypotheses: list[str]) -> tuple[list[str], list[str], list[str]]:
+    """(references, hypotheses) of the pairs jiwer can align, and the hypotheses of empty references
+    (jiwer refuses those, but a silent test file is a legitimate input: its words are all insertions)."""
+    refs, hyps, unreferenced = [], [], []
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        if reference.strip():
+            refs.append(reference)
+            hyps.append(hypothesis)
+        else:
+            unreferenced.append(hypothesis)
+    return refs, hyps, unreferenced
+
+
 def error_counts(references: list[str], hypotheses: list[str]) -> ErrorCounts:
     """Counts for aligned reference/hypothesis lists. Empty references count every hypothesis word as an
-    insertion (jiwer refuses empty references, but a silent test file is a legitimate input)."""
+    insertion."""
     counts = ErrorCounts()
-    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
-    for reference, hypothesis in zip(references, hypotheses, strict=True):
-        if not reference.strip():
-            counts.insertions += len(hypothesis.split())
-            counts.char_errors += len(hypothesis.replace(" ", ""))
-    if pairs:
-        refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
+    refs, hyps, unreferenced = _split_empty(references, hypotheses)
+    for hypothesis in unreferenced:
+        counts.insertions += len(hypothesis.split())
+        counts.char_errors += len(hypothesis.replace(" ", ""))
+    if refs:
         words = jiwer.process_words(refs, hyps)
         chars = jiwer.process_characters(refs, hyps)
         counts.substitutions += words.substitutions
@@ -76,12 +87,11 @@ def frequent_errors(references: list[str], hypotheses: list[str], top: int = 10)
     substituted: Counter[tuple[str, str]] = Counter()
     inserted: Counter[str] = Counter()
     deleted: Counter[str] = Counter()
-    pairs = [(r, h) for r, h in zip(references, hypotheses, strict=True) if r.strip()]
-    for reference, hypothesis in zip(references, hypotheses, strict=True):
-        if not reference.strip():
-            inserted.update(hypothesis.split())
-    if pairs:
-        output = jiwer.process_words([p[0] for p in pairs], [p[1] for p in pairs])
+    refs, hyps, unreferenced = _split_empty(references, hypotheses)
+    for hypothesis in unreferenced:
+        inserted.update(hypothesis.split())
+    if refs:
+        output = jiwer.process_words(refs, hyps)
         # word by word from jiwer's alignment (its collect_error_counts tallies whole chunks, so "eight
         # one" -> "four nine" would hide eight -> four)
         for chunks, ref, hyp in zip(output.alignments, output.references, output.hypotheses, strict=True):
