@@ -55,19 +55,32 @@ def _choice(options: tuple) -> object:
     return options[int(torch.randint(len(options), ()))]
 
 
+def time_stretch(
+    waveform: torch.Tensor, rate: float, n_fft: int = 256, length: int | None = None
+) -> torch.Tensor:
+    """Play ``waveform`` ``rate`` times as fast keeping its pitch (phase vocoder); ``rate`` > 1 shortens it.
+
+    ``length`` fixes the output's sample count (default: the input's length divided by ``rate``), so callers
+    that resample afterwards get exactly the length they planned.
+    """
+    hop = n_fft // 4
+    window = torch.hann_window(n_fft)
+    spectrum = torch.stft(waveform, n_fft, hop_length=hop, window=window, return_complex=True)
+    phase_advance = torch.linspace(0, torch.pi * hop, spectrum.shape[-2])[..., None]
+    stretched = AF.phase_vocoder(spectrum, rate, phase_advance)
+    if length is None:
+        length = int(round(waveform.shape[-1] / rate))
+    return torch.istft(stretched, n_fft, hop_length=hop, window=window, length=length)
+
+
 def pitch_shift(waveform: torch.Tensor, ratio: Fraction, n_fft: int = 256) -> torch.Tensor:
     """Raise pitch by ``ratio`` keeping duration: stretch in time by ``ratio`` (phase vocoder), then resample.
 
     With a ratio like 21/20 the resampling kernel is tiny, so this costs milliseconds, not the ~100 ms of
     torchaudio.functional.pitch_shift with arbitrary semitone steps.
     """
-    hop = n_fft // 4
-    window = torch.hann_window(n_fft)
-    spectrum = torch.stft(waveform, n_fft, hop_length=hop, window=window, return_complex=True)
-    phase_advance = torch.linspace(0, torch.pi * hop, spectrum.shape[-2])[..., None]
-    stretched = AF.phase_vocoder(spectrum, float(1 / ratio), phase_advance)
-    longer = torch.istft(
-        stretched, n_fft, hop_length=hop, window=window, length=int(round(waveform.shape[-1] * float(ratio)))
+    longer = time_stretch(
+        waveform, float(1 / ratio), n_fft, length=int(round(waveform.shape[-1] * float(ratio)))
     )
     return AF.resample(longer, orig_freq=ratio.numerator, new_freq=ratio.denominator)[: waveform.shape[-1]]
 

@@ -120,6 +120,57 @@ def test_tight_joins_touch_training_strings_only_and_leave_plain_ones_as_they_we
     assert any(gap < 0 for plan in tightened for gap in plan.gaps[1:-1])
 
 
+def test_join_tempo_speeds_up_inner_words_of_tight_strings_only(fake_fsdd):
+    recordings = list_recordings(fake_fsdd)
+    tight = plan_corpus(recordings, small_config(composition=CompositionConfig(tight_fraction=0.5)))
+    faster = plan_corpus(
+        recordings, small_config(composition=CompositionConfig(tight_fraction=0.5, join_tempo_max=1.3))
+    )
+    for split in ("valid", "test", "test_speaker"):
+        assert faster[split] == tight[split], split
+    tempos = []
+    for before, after in zip(tight["train"], faster["train"], strict=True):
+        # the same strings and joins; only the tempos are new, drawn for tight strings alone
+        assert (after.sources, after.gaps, after.trim_db) == (before.sources, before.gaps, before.trim_db)
+        if after.trim_db is None:
+            assert after.tempos is None
+        else:
+            assert len(after.tempos) == len(after.digits) and after.tempos[-1] == 1.0
+            tempos.extend(after.tempos[:-1])
+    assert tempos and all(1.0 <= t <= 1.3 for t in tempos) and max(tempos) > 1.15
+    with pytest.raises(ValueError, match="join_tempo_max"):
+        CompositionConfig(join_tempo_max=0.8)
+
+
+@pytest.mark.parametrize(("value", "why"), [("0.8", "in [1, 2]"), ("2.5", "in [1, 2]"), ("nan", "finite")])
+def test_prepare_fsdd_refuses_a_join_tempo_outside_1_to_2_before_any_work(
+    fake_fsdd, tmp_path, capsys, value, why
+):
+    from speechprune.cli import main
+
+    out = tmp_path / "corpus"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["prepare-fsdd", "--fsdd-dir", str(fake_fsdd), "--out", str(out), "--join-tempo", value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and "--join-tempo" in err[-1] and why in err[-1]
+    assert not out.exists()
+
+
+def test_speed_up_shortens_a_word_and_keeps_its_pitch():
+    from asr.data.connected import render, speed_up
+
+    rate = 8000
+    word = (np.sin(2 * np.pi * 400 * np.arange(rate // 2) / rate) * 0.5).astype(np.float32)
+    faster = speed_up(word, 1.25)
+    assert abs(len(faster) - len(word) / 1.25) <= 1
+    spectrum = np.abs(np.fft.rfft(faster[400:2900]))
+    assert abs(np.argmax(spectrum) * rate / 2500 - 400) < 10  # a resampler would have moved it to 500 Hz
+    assert len(speed_up(word[:200], 1.25)) == 200  # shorter than the vocoder's window: left alone
+    config = CompositionConfig(noise_floor_dbfs=-120.0)
+    args = ([word, word], (0.1, 0.0, 0.1), (0.0, 0.0), 0.0, 0, rate, config, 30.0)
+    assert len(render(*args)) - len(render(*args, (1.25, 1.0))) == pytest.approx(len(word) * 0.2, abs=90)
+
+
 def test_tight_join_trims_words_and_cross_fades_overlaps():
     from asr.data.connected import render, trim_to_speech
 

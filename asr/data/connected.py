@@ -3,8 +3,9 @@
 Isolated digits joined by pauses are not how people read a phone number: fluent strings run words
 together, and the end of "eight" merges into the next word. So a fraction of the training strings can be
 joined *tightly*: each word trimmed to its speech, and neighbours separated by at most a short pause or
-overlapped with a cross-fade. Test and validation strings keep the plain joins, so their figures stay
-comparable across corpora.
+overlapped with a cross-fade. Fluent speech also shortens the words inside a string (an isolated digit
+carries the lengthening of a phrase's end), so tight strings can speed up every word but the last, pitch
+kept. Test and validation strings keep the plain joins, so their figures stay comparable across corpora.
 
 Every random choice of an utterance is drawn first into a plan; audio is rendered from the plan. So a
 build is deterministic given its seed, and an interrupted build resumes by rendering the missing files.
@@ -18,8 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from asr.augment import time_stretch
 from asr.data.fsdd import DIGIT_WORDS, Recording
+
+STRETCH_FFT = 256  # 32 ms at 8 kHz: the vocoder's window; shorter words are left alone
 
 
 @dataclass(frozen=True)
@@ -29,7 +34,8 @@ class CompositionConfig:
     The noise floor (far below FSDD's own background) keeps pauses from being digital silence,
     which never occurs in a microphone signal. ``tight_fraction`` of the training strings use the tight
     joins: words cut where their frame energy is ``trim_db`` below their peak, interior gaps drawn from
-    ``tight_gap_seconds`` (negative: that much overlap, cross-faded).
+    ``tight_gap_seconds`` (negative: that much overlap, cross-faded), and each word followed by a join played
+    faster by a factor drawn from [1, ``join_tempo_max``] (1: words keep their length).
     """
 
     min_digits: int = 1
@@ -42,6 +48,11 @@ class CompositionConfig:
     tight_fraction: float = 0.0
     tight_gap_seconds: tuple[float, float] = (-0.08, 0.05)
     trim_db: float = 30.0
+    join_tempo_max: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.join_tempo_max <= 2.0:
+            raise ValueError(f"join_tempo_max must be in [1, 2], not {self.join_tempo_max:g}")
 
 
 @dataclass(frozen=True)
@@ -57,6 +68,7 @@ class UtterancePlan:
     utterance_gain_db: float
     noise_seed: int
     trim_db: float | None = None  # set for tight joins: words are trimmed and gaps may be negative
+    tempos: tuple[float, ...] | None = None  # tight joins with join_tempo_max > 1: each word's speed-up
 
     @property
     def text(self) -> str:
@@ -79,7 +91,8 @@ def plan_split(
     """Draw ``count`` utterances, each from one speaker's recordings of this split only.
 
     With ``tight_joins``, ``config.tight_fraction`` of them get tight joins. Those draws come from a
-    generator of their own, so the plain strings are the same with or without them.
+    generator of their own, so the plain strings are the same with or without them (and the tight ones the
+    same with or without speed-ups: their tempos are drawn last, from one more generator).
     """
     by_speaker_digit: dict[str, dict[int, list[Recording]]] = defaultdict(lambda: defaultdict(list))
     for recording in recordings:
@@ -89,6 +102,7 @@ def plan_split(
         raise ValueError(f"split {split!r} has no recordings")
     rng = np.random.default_rng(stable_seed(seed, "plan", split))
     joins_rng = np.random.default_rng(stable_seed(seed, "joins", split))
+    tempo_rng = np.random.default_rng(stable_seed(seed, "tempo", split))
     plans = []
     for number in range(count):
         speaker = speakers[rng.integers(len(speakers))]
@@ -103,11 +117,14 @@ def plan_split(
             + tuple(float(rng.uniform(*config.gap_seconds)) for _ in range(length - 1))
             + (float(rng.uniform(*config.edge_seconds)),)
         )
-        trim_db = None
+        trim_db = tempos = None
         if tight_joins and joins_rng.random() < config.tight_fraction:
             trim_db = config.trim_db
             interior = tuple(float(joins_rng.uniform(*config.tight_gap_seconds)) for _ in range(length - 1))
             gaps = (gaps[0], *interior, gaps[-1])
+            if config.join_tempo_max > 1.0:
+                inner = tuple(float(tempo_rng.uniform(1.0, config.join_tempo_max)) for _ in range(length - 1))
+                tempos = (*inner, 1.0)
         jitter = config.word_level_jitter_db
         plans.append(
             UtterancePlan(
@@ -120,6 +137,7 @@ def plan_split(
                 utterance_gain_db=float(rng.uniform(-config.utterance_level_jitter_db, 0.0)),
                 noise_seed=int(rng.integers(2**31)),
                 trim_db=trim_db,
+                tempos=tempos,
             )
         )
     return plans
@@ -134,6 +152,13 @@ def trim_to_speech(word: np.ndarray, sample_rate: int, trim_db: float) -> np.nda
     energy_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
     loud = np.flatnonzero(energy_db >= energy_db.max() - trim_db)
     return word[loud[0] * frame : (loud[-1] + 1) * frame]
+
+
+def speed_up(word: np.ndarray, tempo: float) -> np.ndarray:
+    """``word`` played ``tempo`` times as fast, pitch kept; words shorter than the vocoder's window stay."""
+    if tempo == 1.0 or len(word) <= STRETCH_FFT:
+        return word
+    return time_stretch(torch.from_numpy(np.ascontiguousarray(word, np.float32)), tempo, STRETCH_FFT).numpy()
 
 
 def _join(signal: np.ndarray, word: np.ndarray, gap_samples: int) -> np.ndarray:
@@ -158,15 +183,19 @@ def render(
     sample_rate: int,
     config: CompositionConfig,
     trim_db: float | None = None,
+    tempos: tuple[float, ...] | None = None,
 ) -> np.ndarray:
     """Join word waveforms with the planned pauses and gains; ``gaps`` has one more entry than words.
 
-    With ``trim_db`` each word is first trimmed to its speech and interior gaps may be negative (overlaps).
+    With ``trim_db`` each word is first trimmed to its speech and interior gaps may be negative (overlaps);
+    ``tempos`` (one per word) then speeds words up.
     """
     signal = np.zeros(int(round(gaps[0] * sample_rate)), dtype=np.float32)
     for index, (word, gain_db) in enumerate(zip(words, word_gains_db, strict=True)):
         if trim_db is not None:
             word = trim_to_speech(word, sample_rate, trim_db)
+        if tempos is not None:
+            word = speed_up(word, tempos[index])
         word = word.astype(np.float32) * np.float32(10 ** (gain_db / 20))
         signal = _join(signal, word, 0 if index == 0 else int(round(gaps[index] * sample_rate)))
     signal = np.concatenate([signal, np.zeros(int(round(gaps[-1] * sample_rate)), dtype=np.float32)])
@@ -194,4 +223,5 @@ def render_plan(
         sample_rate,
         config,
         plan.trim_db,
+        plan.tempos,
     )

@@ -15,6 +15,7 @@
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name aug --loso-epochs 4 --set augment.reverb_prob=0.5
 #   bash run.sh --stage 9 --stop-stage 9 --loso-speakers "george jackson lucas"   # some folds (one process each)
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tight --loso-against control   # paired against another run
+#   bash run.sh --stage 9 --stop-stage 9 --loso-name tempo --join-tempo 1.3   # faster words inside tight strings
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -47,6 +48,8 @@ loso_epochs=""          # epochs of each of its trainings (default: the recipe's
 tight_fraction=0.5      # training strings joined like fluent speech (prepare-fsdd --tight-fraction): at the
                         # recipe's budget held-out speaker 6.84% -> 6.01% WER, tight-joined strings 21.6% -> 12.7%
                         # (README, New voices)
+join_tempo=1.0          # tight strings: words but the last played up to this many times as fast (prepare-fsdd
+                        # --join-tempo; 1.0: off). A lever under measurement (README, New voices)
 mbrola_count=0          # MBROLA diphone-voice training strings (--mbrola-count 1000: made when MBROLA voices are
                         # installed; 0: neither made nor trained on, even when data/mbrola exists). Off: at the
                         # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (README, New voices)
@@ -74,9 +77,10 @@ while [[ $# -gt 0 ]]; do
     --loso-epochs) loso_epochs="$2"; shift 2 ;;
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
     --mbrola-count) mbrola_count="$2"; shift 2 ;;
+    --join-tempo) join_tempo="$2"; shift 2 ;;
     --loso-speakers) loso_speakers="$2"; shift 2 ;;
     --loso-against) loso_against="$2"; shift 2 ;;
-    -h|--help) sed -n '2,19p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -124,7 +128,7 @@ train_manifests() {
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "== stage 0: connected-digit corpus from FSDD -> $data/corpus"
   speechprune prepare-fsdd "${fsdd_args[@]}" --download-to "$data/fsdd" --out "$data/corpus" \
-    --tight-fraction "$tight_fraction" "${corpus_sizes[@]}"
+    --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${corpus_sizes[@]}"
   voices=$(python local/mbrola_voices.py)
   if [[ $mbrola_count -le 0 ]]; then
     :
@@ -237,10 +241,12 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   done
   for speaker in ${loso_speakers:-$speakers}; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
+    [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
     if [[ ! -f "$loso_dir/$speaker/eval/test_speaker.summary.json" ]]; then
       echo "== stage 9: without $speaker"
       speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
-        --tight-fraction "$tight_fraction" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
+        --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 \
+        >/dev/null
       speechprune train --config conf/train.yaml --exp-dir "$loso_dir/$speaker" \
         --set data.train_manifests="$(train_manifests "$corpus")" \
         --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from speechprune.cli.options import positive_int, unit_interval
+from speechprune.cli.options import positive_int, tempo_factor, unit_interval
 
 
 def _prepare_fsdd(args: argparse.Namespace) -> int:
@@ -23,7 +23,7 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
         test_speaker_count=args.test_count,
         tts_count=args.tts_count,
         split_rule=SplitRule(heldout_speaker=args.heldout_speaker),
-        composition=CompositionConfig(tight_fraction=args.tight_fraction),
+        composition=CompositionConfig(tight_fraction=args.tight_fraction, join_tempo_max=args.join_tempo),
     )
     manifests = prepare_fsdd_corpus(fsdd_dir, args.out, config)
     for split, path in manifests.items():
@@ -92,6 +92,13 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=0.0,
         help="fraction of training strings joined like fluent speech (words trimmed, short gaps or "
         "cross-faded overlaps) instead of with pauses",
+    )
+    prepare.add_argument(
+        "--join-tempo",
+        type=tempo_factor,
+        default=1.0,
+        help="in tight strings, play each word but the last up to this many times as fast (pitch kept; drawn "
+        "per word from [1, JOIN_TEMPO]), as fluent speech shortens words inside a string (default 1: off)",
     )
     prepare.set_defaults(handler=_prepare_fsdd)
 

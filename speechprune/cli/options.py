@@ -93,6 +93,14 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def tempo_factor(text: str) -> float:
+    """A speed-up factor in [1, 2]: 1 plays audio as recorded, 2 twice as fast (the vocoder's sane range)."""
+    value = finite_float(text)
+    if not 1.0 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"expected a speed-up factor in [1, 2], got {value:g}")
+    return value
+
+
 def add_config_options(
     parser: argparse.ArgumentParser, sections: str, exp_dir_help: str, example: str
 ) -> None:
