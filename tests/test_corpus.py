@@ -61,6 +61,8 @@ def test_build_is_deterministic_and_resumes(fake_fsdd, tmp_path):
 
     utterances = read_manifest(manifests["train"])
     assert len(utterances) == 60 and all(u.duration > 0.2 for u in utterances)
+    probe = read_manifest(manifests["test_speaker_tight"])
+    assert len(probe) == 12 and {u.speaker for u in probe} == {"carol"}
     victim = Path(utterances[3].audio_filepath)
     original = victim.read_bytes()
     victim.unlink()  # as if the build had been interrupted
@@ -118,6 +120,20 @@ def test_tight_joins_touch_training_strings_only_and_leave_plain_ones_as_they_we
         else:
             assert after.sources == before.sources and after.gaps[0] == before.gaps[0]
     assert any(gap < 0 for plan in tightened for gap in plan.gaps[1:-1])
+
+
+def test_the_fluent_probe_joins_every_held_out_string_tightly_whatever_the_training_levers(fake_fsdd):
+    recordings = list_recordings(fake_fsdd)
+    plain = plan_corpus(recordings, small_config())
+    levers = plan_corpus(
+        recordings, small_config(composition=CompositionConfig(tight_fraction=0.5, join_tempo_max=1.3))
+    )
+    probe = plain["test_speaker_tight"]
+    assert probe == levers["test_speaker_tight"] and len(probe) == 12
+    held_out = {r.path for r in assign_splits(recordings, SplitRule(heldout_speaker="carol"))["test_speaker"]}
+    assert {s for p in probe for s in p.sources} <= held_out  # the held-out speaker's recordings only
+    assert all(p.trim_db is not None and p.tempos is None for p in probe)
+    assert any(gap < 0 for p in probe for gap in p.gaps[1:-1])
 
 
 def test_join_tempo_speeds_up_inner_words_of_tight_strings_only(fake_fsdd):

@@ -17,7 +17,13 @@ SUMMARY = RECIPE / "local" / "loso_summary.py"
 
 
 def _fold(
-    root: Path, speaker: str, errors: int, words: int, best_val_wer: float = 0.1, kinds: bool = False
+    root: Path,
+    speaker: str,
+    errors: int,
+    words: int,
+    best_val_wer: float = 0.1,
+    kinds: bool = False,
+    probe_errors: int | None = None,
 ) -> None:
     (root / speaker / "eval").mkdir(parents=True)
     summary = {"utterances": 10, "words": words, "word_errors": errors, "wer": errors / words}
@@ -26,6 +32,10 @@ def _fold(
         deletions = errors // 2
         summary |= {"substitutions": errors - deletions - 1, "deletions": deletions, "insertions": 1}
     (root / speaker / "eval" / "test_speaker.summary.json").write_text(json.dumps(summary))
+    if probe_errors is not None:  # scored on the fluent probe too
+        probe = {"words": words, "word_errors": probe_errors, "wer": probe_errors / words}
+        probe |= {"substitutions": probe_errors - 2, "deletions": 2, "insertions": 0}
+        (root / speaker / "eval" / "test_speaker_tight.summary.json").write_text(json.dumps(probe))
     (root / speaker / "train_summary.json").write_text(
         json.dumps({"epochs_completed": 4, "train_seconds_this_run": 60.0, "best_val_wer": best_val_wer})
     )
@@ -78,6 +88,32 @@ def test_a_lever_is_compared_with_its_control_on_the_folds_both_finished(tmp_pat
     assert "| alice | 10.00% | 12.00% | +2.00 |" in table and "**-9.00** (1 of 2 better)" in table
     assert (lever / "against_control.png").read_bytes()[:4] == b"\x89PNG"
     assert json.loads((lever / "loso.json").read_text())["speakers"] == 3  # its own summary as before
+
+
+def test_the_fluent_probe_is_a_second_measure_averaged_only_when_every_fold_has_it(tmp_path):
+    control, lever = tmp_path / "control", tmp_path / "lever"
+    for speaker, errors, probe in (("alice", 10, 30), ("bob", 40, 60)):
+        _fold(control, speaker, errors, 100, probe_errors=probe)
+    _fold(lever, "alice", 12, 100, probe_errors=20)
+    _fold(lever, "bob", 20, 100, probe_errors=40)
+    done = _summarize(lever, "--against", control)
+    assert done.returncode == 0, done.stderr
+    table = (lever / "loso.md").read_text()
+    assert "| 20.00% (18 / 2 / 0) |" in table and "| **30.00%** |" in table  # probe: alice, its mean
+    assert json.loads((lever / "loso.json").read_text())["mean_probe_wer"] == pytest.approx(0.30)
+    compared = json.loads((lever / "against_control.json").read_text())
+    assert compared["probe_mean_change_points"] == pytest.approx(-15.0)
+    assert compared["probe_folds_better"] == 2
+    assert compared["mean_change_points"] == pytest.approx(-9.0) and compared["folds_better"] == 1
+    paired = (lever / "against_control.md").read_text()
+    assert "| alice | 10.00% | 12.00% | +2.00 | 30.00% | 20.00% | -10.00 |" in paired
+    # a fold scored before the probe existed: no probe mean, no probe comparison, rather than a partial one
+    _fold(control, "carol", 5, 100)
+    _fold(lever, "carol", 5, 100)
+    assert _summarize(lever, "--against", control).returncode == 0
+    assert json.loads((lever / "loso.json").read_text())["mean_probe_wer"] is None
+    assert "probe" not in (lever / "against_control.md").read_text()
+    assert "probe_mean_change_points" not in json.loads((lever / "against_control.json").read_text())
 
 
 def test_a_comparison_that_cannot_be_made_is_refused_before_anything_is_written(tmp_path):

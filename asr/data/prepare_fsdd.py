@@ -2,8 +2,9 @@
 
 Output (under ``out_dir``): ``wav/<split>/*.wav`` at the corpus rate and one manifest per split:
 ``train.jsonl`` (real), ``train_tts.jsonl`` (eSpeak NG voices), ``valid.jsonl``, ``test.jsonl`` (real
-recordings of training speakers never used in training) and ``test_speaker.jsonl`` (a speaker never heard
-in training). ``corpus.json`` records the settings; a rerun with the same settings resumes.
+recordings of training speakers never used in training), ``test_speaker.jsonl`` (a speaker never heard
+in training) and ``test_speaker_tight.jsonl`` (that speaker's recordings joined tightly, every string: the
+fluent-speech probe). ``corpus.json`` records the settings; a rerun with the same settings resumes.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import os
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,7 +68,7 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
     splits = assign_splits(recordings, config.split_rule)
     if not splits["test_speaker"]:
         raise SpeechpruneError(f"held-out speaker {config.split_rule.heldout_speaker!r} has no recordings")
-    return {
+    plans = {
         name: plan_split(
             splits[name],
             name,
@@ -78,6 +79,19 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
         )
         for name in REAL_SPLITS
     }
+    # Pause-joined strings hide what fluent speech does to a recognizer (real read digit strings lose words
+    # inside them; these strings hardly ever do), so the held-out speaker is also scored on strings whose
+    # every join is tight. The probe is the same whatever the training strings' levers (no speed-ups).
+    probe_joins = replace(config.composition, tight_fraction=1.0, join_tempo_max=1.0)
+    plans["test_speaker_tight"] = plan_split(
+        splits["test_speaker"],
+        "test_speaker_tight",
+        config.test_speaker_count,
+        config.seed,
+        probe_joins,
+        tight_joins=True,
+    )
+    return plans
 
 
 def prepare_fsdd_corpus(

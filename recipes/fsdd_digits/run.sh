@@ -242,17 +242,22 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   for speaker in ${loso_speakers:-$speakers}; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
     [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
-    if [[ ! -f "$loso_dir/$speaker/eval/test_speaker.summary.json" ]]; then
+    fold=$loso_dir/$speaker
+    # scored on the speaker's pause-joined strings and on the fluent probe (every join tight); a fold
+    # trained before the probe existed is only scored again
+    if [[ ! -f "$fold/eval/test_speaker.summary.json" || ! -f "$fold/eval/test_speaker_tight.summary.json" ]]; then
       echo "== stage 9: without $speaker"
       speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
         --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 \
         >/dev/null
-      speechprune train --config conf/train.yaml --exp-dir "$loso_dir/$speaker" \
-        --set data.train_manifests="$(train_manifests "$corpus")" \
-        --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
-        "${loso_train[@]}"
-      speechprune evaluate "$loso_dir/$speaker/model.pt" "$corpus/test_speaker.jsonl" \
-        --out "$loso_dir/$speaker/eval" --threads "$threads"
+      if [[ ! -f "$fold/train_summary.json" ]]; then
+        speechprune train --config conf/train.yaml --exp-dir "$fold" \
+          --set data.train_manifests="$(train_manifests "$corpus")" \
+          --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
+          "${loso_train[@]}"
+      fi
+      speechprune evaluate "$fold/model.pt" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl" \
+        --out "$fold/eval" --threads "$threads"
     fi
   done
   python local/loso_summary.py "$loso_dir" ${loso_against:+--against "$(dirname "$loso_dir")/$loso_against"}

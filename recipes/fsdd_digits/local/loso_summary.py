@@ -1,8 +1,10 @@
 """Summarize a leave-one-speaker-out run: per-speaker greedy WER, the mean and the worst speaker.
 
-Reads ``LOSO_DIR/<speaker>/eval/test_speaker.summary.json`` (written by ``speechprune evaluate``) and
-writes ``loso.csv``, ``loso.json``, ``loso.md`` and ``loso.png`` into LOSO_DIR. The mean is over speakers
-(each speaker counts once, as a new user does), the pooled WER weights speakers by their words.
+Reads ``LOSO_DIR/<speaker>/eval/test_speaker.summary.json`` (written by ``speechprune evaluate``) and, where
+the fold was scored on it, ``test_speaker_tight.summary.json`` (the fluent probe: the same speaker's
+recordings, every join tight), and writes ``loso.csv``, ``loso.json``, ``loso.md`` and ``loso.png`` into
+LOSO_DIR. The mean is over speakers (each speaker counts once, as a new user does), the pooled WER weights
+speakers by their words.
 
 ``--against OTHER_DIR`` compares two runs fold by fold (a lever against its control) on the speakers both
 have finished, and writes ``against_<OTHER>.{md,json,png}``: a lever is judged on paired folds, since
@@ -23,6 +25,17 @@ from pathlib import Path
 
 from asr.metrics import never_learned
 from common.fileio import atomic_open, write_json
+
+PROBE = "test_speaker_tight.summary.json"
+# the two measures of a fold: row key, prefix of its other figures, what it is
+MEASURES = (("wer", "", "pause-joined strings"), ("probe_wer", "probe_", "fluent probe (tight joins)"))
+
+
+def _probe(eval_dir: Path) -> dict:
+    """The fold's fluent-probe figures, None where it was not scored on the probe."""
+    path = eval_dir / PROBE
+    summary = json.loads(path.read_text()) if path.is_file() else {}
+    return {f"probe_{key}": summary.get(key) for key in ("wer", "substitutions", "deletions", "insertions")}
 
 
 def _rows(loso_dir: Path) -> list[dict]:
@@ -47,37 +60,56 @@ def _rows(loso_dir: Path) -> list[dict]:
                 # plateau, so its WER measures the training budget, not the speaker
                 "blank_plateau": never_learned(train),
                 "train_seconds": train["train_seconds_this_run"],
+                **_probe(summary_path.parent),
             }
         )
     return rows
 
 
-def _kinds(row: dict) -> str:
-    if row["substitutions"] is None:
+def _kinds(row: dict, prefix: str = "") -> str:
+    if row[f"{prefix}substitutions"] is None:
         return "-"
-    return f"{row['substitutions']} / {row['deletions']} / {row['insertions']}"
+    return f"{row[f'{prefix}substitutions']} / {row[f'{prefix}deletions']} / {row[f'{prefix}insertions']}"
+
+
+def _probe_cell(row: dict) -> str:
+    if row["probe_wer"] is None:
+        return "-"
+    return f"{100 * row['probe_wer']:.2f}% ({_kinds(row, 'probe_')})"
+
+
+def _mean(rows: list[dict], key: str) -> float | None:
+    """Mean over speakers of a measure, None unless every fold has it (a partial mean misleads)."""
+    values = [row[key] for row in rows]
+    return None if any(v is None for v in values) else sum(values) / len(values)
 
 
 def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
-    """Bars per held-out speaker, one colour per run, each run's mean as a dashed line."""
+    """Bars per held-out speaker, one colour per run, each run's mean as a dashed line; a second panel for
+    the fluent probe when every fold of every run has it."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    measures = [
+        (key, label) for key, _, label in MEASURES if all(_mean(r, key) is not None for r in runs.values())
+    ]
+    figure, panels = plt.subplots(1, len(measures), figsize=(6.4 * len(measures), 3.8), squeeze=False)
     speakers = [row["speaker"] for row in next(iter(runs.values()))]
     width = 0.8 / len(runs)
-    for index, (name, rows) in enumerate(runs.items()):
-        mean = sum(row["wer"] for row in rows) / len(rows)
-        colour = f"C{index}"
-        offsets = [i + (index - (len(runs) - 1) / 2) * width for i in range(len(speakers))]
-        axes.bar(offsets, [100 * row["wer"] for row in rows], width, color=colour, label=name)
-        axes.axhline(100 * mean, color=colour, linestyle="--", label=f"{name} mean {100 * mean:.2f}%")
-    axes.set_xticks(range(len(speakers)), speakers)
-    axes.set_ylabel("greedy WER on the held-out speaker (%)")
-    axes.set_title(title)
-    axes.legend(fontsize="small")
+    for axes, (key, label) in zip(panels[0], measures, strict=True):
+        for index, (name, rows) in enumerate(runs.items()):
+            mean = _mean(rows, key)
+            colour = f"C{index}"
+            offsets = [i + (index - (len(runs) - 1) / 2) * width for i in range(len(speakers))]
+            axes.bar(offsets, [100 * row[key] for row in rows], width, color=colour, label=name)
+            axes.axhline(100 * mean, color=colour, linestyle="--", label=f"{name} mean {100 * mean:.2f}%")
+        axes.set_xticks(range(len(speakers)), speakers)
+        axes.set_ylabel("greedy WER on the held-out speaker (%)")
+        axes.set_title(f"{label}")
+        axes.legend(fontsize="small")
+    figure.suptitle(title)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
@@ -87,51 +119,64 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
 
 
 def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list[dict]) -> None:
-    """The paired comparison: per speaker both runs finished, this run's WER against the other's."""
+    """The paired comparison: per speaker both runs finished, this run's WER against the other's, on the
+    pause-joined strings and (when every common fold of both runs has it) on the fluent probe."""
     mine = {row["speaker"]: row for row in rows}
     theirs = {row["speaker"]: row for row in other_rows}
     common = sorted(mine.keys() & theirs.keys())
     name, other = loso_dir.name, other_dir.name
-    pairs = [
-        {
-            "speaker": speaker,
-            f"wer_{other}": theirs[speaker]["wer"],
-            f"wer_{name}": mine[speaker]["wer"],
-            "change_points": round(100 * (mine[speaker]["wer"] - theirs[speaker]["wer"]), 2),
+    mine_rows, their_rows = [mine[s] for s in common], [theirs[s] for s in common]
+    measures = [
+        (key, prefix)
+        for key, prefix, _ in MEASURES
+        if _mean(mine_rows, key) is not None and _mean(their_rows, key) is not None
+    ]
+    pairs = []
+    for speaker in common:
+        pair = {"speaker": speaker}
+        for key, prefix in measures:
+            pair |= {
+                f"{prefix}wer_{other}": theirs[speaker][key],
+                f"{prefix}wer_{name}": mine[speaker][key],
+                f"{prefix}change_points": round(100 * (mine[speaker][key] - theirs[speaker][key]), 2),
+            }
+        pairs.append(pair)
+    summary = {"run": name, "against": other, "speakers": len(common)}
+    for key, prefix in measures:
+        mean_mine, mean_theirs = _mean(mine_rows, key), _mean(their_rows, key)
+        summary |= {
+            f"{prefix}mean_wer_{other}": mean_theirs,
+            f"{prefix}mean_wer_{name}": mean_mine,
+            f"{prefix}mean_change_points": round(100 * (mean_mine - mean_theirs), 2),
+            f"{prefix}folds_better": sum(pair[f"{prefix}change_points"] < 0 for pair in pairs),
         }
-        for speaker in common
-    ]
-    mean_mine = sum(mine[s]["wer"] for s in common) / len(common)
-    mean_theirs = sum(theirs[s]["wer"] for s in common) / len(common)
-    better = sum(pair["change_points"] < 0 for pair in pairs)
-    summary = {
-        "run": name,
-        "against": other,
-        "speakers": len(common),
-        f"mean_wer_{other}": mean_theirs,
-        f"mean_wer_{name}": mean_mine,
-        "mean_change_points": round(100 * (mean_mine - mean_theirs), 2),
-        "folds_better": better,
-        "pairs": pairs,
-    }
+    summary["pairs"] = pairs
     write_json(loso_dir / f"against_{other}.json", summary)
-    lines = [
-        f"| held-out speaker | {other} | {name} | change (points) |",
-        "|---|---|---|---|",
+    header, rule = "| held-out speaker |", "|---|"
+    for _, prefix in measures:
+        label = prefix.replace("_", " ")
+        header += f" {label}{other} | {label}{name} | {label}change (points) |"
+        rule += "---|---|---|"
+    lines = [header, rule]
+    for pair in pairs:
+        cells = [
+            f" {100 * pair[f'{p}wer_{other}']:.2f}% | {100 * pair[f'{p}wer_{name}']:.2f}% "
+            f"| {pair[f'{p}change_points']:+.2f} |"
+            for _, p in measures
+        ]
+        lines.append(f"| {pair['speaker']} |" + "".join(cells))
+    means = [
+        f" **{100 * summary[f'{p}mean_wer_{other}']:.2f}%** "
+        f"| **{100 * summary[f'{p}mean_wer_{name}']:.2f}%** "
+        f"| **{summary[f'{p}mean_change_points']:+.2f}** "
+        f"({summary[f'{p}folds_better']} of {len(common)} better) |"
+        for _, p in measures
     ]
-    lines += [
-        f"| {p['speaker']} | {100 * p[f'wer_{other}']:.2f}% | {100 * p[f'wer_{name}']:.2f}% "
-        f"| {p['change_points']:+.2f} |"
-        for p in pairs
-    ]
-    lines.append(
-        f"| **mean over {len(common)} speakers** | **{100 * mean_theirs:.2f}%** | **{100 * mean_mine:.2f}%** "
-        f"| **{summary['mean_change_points']:+.2f}** ({better} of {len(common)} better) |"
-    )
+    lines.append(f"| **mean over {len(common)} speakers** |" + "".join(means))
     with atomic_open(loso_dir / f"against_{other}.md", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     _plot(
-        {other: [theirs[s] for s in common], name: [mine[s] for s in common]},
+        {other: their_rows, name: mine_rows},
         loso_dir / f"against_{other}.png",
         f"leave-one-speaker-out: {name} against {other}",
     )
@@ -172,20 +217,30 @@ def main() -> int:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    summary = {"speakers": len(rows), "mean_wer": mean, "pooled_wer": pooled, "worst": worst, "rows": rows}
+    probe_mean = _mean(rows, "probe_wer")
+    summary = {
+        "speakers": len(rows),
+        "mean_wer": mean,
+        "pooled_wer": pooled,
+        "worst": worst,
+        "mean_probe_wer": probe_mean,
+        "rows": rows,
+    }
     write_json(args.loso_dir / "loso.json", summary)
     lines = [
-        "| held-out speaker | words | WER | S / D / I | sentence errors | epochs | training s |",
-        "|---|---|---|---|---|---|---|",
+        "| held-out speaker | words | WER | S / D / I | sentence errors | fluent probe WER (S / D / I) "
+        "| epochs | training s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['speaker']} | {r['words']} | {100 * r['wer']:.2f}%{' (blank plateau)' * r['blank_plateau']} "
-        f"| {_kinds(r)} | {100 * r['sentence_error_rate']:.1f}% "
+        f"| {_kinds(r)} | {100 * r['sentence_error_rate']:.1f}% | {_probe_cell(r)} "
         f"| {r['epochs']} | {r['train_seconds']:.0f} |"
         for r in rows
     ]
-    lines.append(f"| **mean over {len(rows)} speakers** | | **{100 * mean:.2f}%** | | | | |")
-    lines.append(f"| worst ({worst['speaker']}) | | {100 * worst['wer']:.2f}% | | | | |")
+    probe_cell = "-" if probe_mean is None else f"**{100 * probe_mean:.2f}%**"
+    lines.append(f"| **mean over {len(rows)} speakers** | | **{100 * mean:.2f}%** | | | {probe_cell} | | |")
+    lines.append(f"| worst ({worst['speaker']}) | | {100 * worst['wer']:.2f}% | | | | | |")
     with atomic_open(args.loso_dir / "loso.md", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     title = f"leave-one-speaker-out: {args.loso_dir.name}"
