@@ -165,8 +165,9 @@ fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
   echo "== stage 3: greedy WER/CER and real-time factor ($threads thread) -> $exp/eval"
+  # the held-out speaker twice: its pause-joined strings and the fluent probe (every join tight)
   speechprune evaluate "$exp/model.pt" "$data/corpus/test.jsonl" "$data/corpus/test_speaker.jsonl" \
-    --out "$exp/eval" --threads "$threads"
+    "$data/corpus/test_speaker_tight.jsonl" --out "$exp/eval" --threads "$threads"
 fi
 
 if [[ $stage -le 4 && $stop_stage -ge 4 ]]; then
