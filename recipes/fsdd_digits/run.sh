@@ -246,7 +246,7 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
     fold=$loso_dir/$speaker
     # scored on the speaker's pause-joined strings and on the fluent probe (every join tight); a fold
-    # trained before the probe existed is only scored again
+    # trained before the probe existed is only scored on the probe
     if [[ ! -f "$fold/eval/test_speaker.summary.json" || ! -f "$fold/eval/test_speaker_tight.summary.json" ]]; then
       echo "== stage 9: without $speaker"
       speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
@@ -258,8 +258,11 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
           --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
           "${loso_train[@]}"
       fi
-      speechprune evaluate "$fold/model.pt" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl" \
-        --out "$fold/eval" --threads "$threads"
+      unscored=()
+      for split in test_speaker test_speaker_tight; do
+        [[ -f "$fold/eval/$split.summary.json" ]] || unscored+=("$corpus/$split.jsonl")
+      done
+      speechprune evaluate "$fold/model.pt" "${unscored[@]}" --out "$fold/eval" --threads "$threads"
     fi
   done
   python local/loso_summary.py "$loso_dir" ${loso_against:+--against "$(dirname "$loso_dir")/$loso_against"}
