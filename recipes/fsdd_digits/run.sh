@@ -49,8 +49,8 @@ tight_fraction=0.5      # training strings joined like fluent speech (prepare-fs
                         # recipe's budget held-out speaker 6.84% -> 6.01% WER, tight-joined strings 21.6% -> 12.7%
                         # (README, New voices)
 join_tempo=1.0          # tight strings: words but the last played up to this many times as fast (prepare-fsdd
-                        # --join-tempo; 1.0: off). 1.3 on the theo fold (8 epochs): held-out speaker 8.71% ->
-                        # 7.01%, fluent probe 15.77% -> 12.96%; one fold, so off (README, New voices)
+                        # --join-tempo; 1.0: off). 1.3 over six folds (8 epochs): leave-one-speaker-out mean
+                        # 14.88% -> 15.17%, fluent probe 20.62% -> 21.18%, worse on both seed-2 folds (README)
 mbrola_count=0          # MBROLA diphone-voice training strings (--mbrola-count 1000: made when MBROLA voices are
                         # installed; 0: neither made nor trained on, even when data/mbrola exists). Off: at the
                         # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (README, New voices)
