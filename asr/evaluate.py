@@ -12,6 +12,7 @@ import torch
 from tqdm import tqdm
 
 from asr.audio import load_audio
+from asr.data.fingerprint import AudioFingerprint
 from asr.data.manifest import Utterance, read_manifest
 from asr.metrics import ErrorCounts, error_counts, frequent_errors
 from asr.transcriber import Transcriber
@@ -46,6 +47,7 @@ def evaluate_manifest(
     name = Path(manifest_path).name.removesuffix(".jsonl").removesuffix(".json")
     rows: list[dict[str, Any]] = []
     totals = ErrorCounts()
+    scored_audio = AudioFingerprint()  # what was scored, so results from two machines can be paired
     _warm_up(transcriber)
     for start in tqdm(
         range(0, len(utterances), batch_size), desc=f"evaluate {name}", disable=not progress, unit="batch"
@@ -64,6 +66,7 @@ def evaluate_manifest(
             reference = normalize_text(utterance.text)
             counts = error_counts([reference], [transcript.text])
             totals += counts
+            scored_audio.add(utterance)
             rows.append(
                 _row(utterance, waveform.shape[0] / transcriber.sample_rate, reference, transcript, counts)
             )
@@ -73,6 +76,7 @@ def evaluate_manifest(
     if rows:
         write_csv(rows_path, rows)
     summary = _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, threads, batch_size)
+    summary["audio_sha256"] = scored_audio.hexdigest() if rows else None
     write_json(summary_path, summary)
     return EvaluationResult(summary, rows_path, summary_path)
 

@@ -17,6 +17,7 @@ from asr.augment import AugmentConfig
 from asr.checkpoint import save_model
 from asr.config import build_section, check_keys
 from asr.data.datamodule import DataConfig, SpeechDataModule
+from asr.data.fingerprint import audio_fingerprint
 from asr.features import FeatureConfig
 from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
@@ -115,12 +116,9 @@ def fit_resuming(
     return resume_from
 
 
-def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
-    """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the best model.
-
-    Returns the path of the exported compact model file.
-    """
-    exp_dir = Path(exp_dir)
+def build_training(config: dict[str, Any]) -> tuple[CTCModule, SpeechDataModule]:
+    """The untrained module and the data of a train config (seeded, threads set), as ``train`` fits them;
+    also what ``bench/train_threads.py`` times."""
     check_keys(config, TRAIN_SECTIONS, "train config")
     sections = start_run(config)
     tokenizer = Tokenizer.load(config.get("tokenizer", {}).get("path", ""))
@@ -131,7 +129,16 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     module = CTCModule(
         features=asdict(features), model=encoder.to_dict(), tokenizer=tokenizer, **sections.module_options()
     )
-    datamodule = SpeechDataModule(sections.data, tokenizer, features.sample_rate, sections.augment)
+    return module, SpeechDataModule(sections.data, tokenizer, features.sample_rate, sections.augment)
+
+
+def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
+    """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the best model.
+
+    Returns the path of the exported compact model file.
+    """
+    exp_dir = Path(exp_dir)
+    module, datamodule = build_training(config)
     checkpoints = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints",
         filename="epoch{epoch:03d}-wer{val_wer:.4f}",
@@ -158,6 +165,9 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
             "train_seconds_this_run": round(elapsed, 1),
             "resumed_from": resume_from,
             "parameters": count_parameters(best_module.recognizer.encoder),
+            # the audio it learned from: runs on two machines trained alike only where these agree
+            "train_audio_sha256": audio_fingerprint(datamodule.train_utterances),
+            "valid_audio_sha256": audio_fingerprint(datamodule.valid_utterances),
         }
         save_model(exported, best_module.recognizer, best_module.tokenizer, metadata=summary)
         best_module.tokenizer.save(exp_dir / "tokenizer.model")  # also inside model.pt; this copy is for LMs

@@ -24,10 +24,13 @@ def _fold(
     best_val_wer: float = 0.1,
     kinds: bool = False,
     probe_errors: int | None = None,
+    audio: str | None = None,
 ) -> None:
     (root / speaker / "eval").mkdir(parents=True)
     summary = {"utterances": 10, "words": words, "word_errors": errors, "wer": errors / words}
     summary["sentence_error_rate"] = 0.5
+    if audio is not None:  # the fingerprint of the scored audio (absent from older summaries)
+        summary["audio_sha256"] = audio
     if kinds:  # evaluate's summaries count errors by kind; older ones do not
         deletions = errors // 2
         summary |= {"substitutions": errors - deletions - 1, "deletions": deletions, "insertions": 1}
@@ -114,6 +117,28 @@ def test_the_fluent_probe_is_a_second_measure_averaged_only_when_every_fold_has_
     assert json.loads((lever / "loso.json").read_text())["mean_probe_wer"] is None
     assert "probe" not in (lever / "against_control.md").read_text()
     assert "probe_mean_change_points" not in json.loads((lever / "against_control.json").read_text())
+
+
+def test_folds_scored_on_other_audio_are_not_paired(tmp_path):
+    """Runs made on two machines pair only the folds whose held-out strings were the same audio: a fold
+    of a corpus built otherwise is left out and named; a summary without a fingerprint still pairs."""
+    control, lever = tmp_path / "control", tmp_path / "lever"
+    _fold(control, "alice", 10, 100, audio="aaaa")
+    _fold(lever, "alice", 12, 100, audio="aaaa")
+    _fold(control, "bob", 40, 100, audio="bbbb")
+    _fold(lever, "bob", 20, 100, audio="other")
+    _fold(control, "carol", 30, 100)
+    _fold(lever, "carol", 20, 100, audio="cccc")
+    done = _summarize(lever, "--against", control)
+    assert done.returncode == 0, done.stderr
+    compared = json.loads((lever / "against_control.json").read_text())
+    assert [p["speaker"] for p in compared["pairs"]] == ["alice", "carol"]
+    assert compared["mean_change_points"] == pytest.approx(-4.0)
+    assert "bob: scored on other audio" in done.stderr
+    only_bob = tmp_path / "only_bob"
+    _fold(only_bob, "bob", 20, 100, audio="other")
+    refused = _summarize(only_bob, "--against", control)
+    assert refused.returncode == 2 and "bob were scored on other audio" in refused.stderr
 
 
 def test_a_comparison_that_cannot_be_made_is_refused_before_anything_is_written(tmp_path):

@@ -19,6 +19,7 @@ import torch
 from asr.audio import load_audio
 from asr.checkpoint import load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
+from asr.data.fingerprint import audio_fingerprint
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.metrics import error_counts, never_learned
@@ -87,6 +88,8 @@ def test_training_lowers_the_loss_and_exports_a_model(trained, tiny_corpus):
     exported = load_model(trained / "model.pt").recognizer
     fresh = tiny_module(Tokenizer.load(tiny_corpus["tokenizer"])).recognizer.encoder
     assert summary["parameters"] == count_parameters(exported.encoder) == count_parameters(fresh)
+    assert summary["train_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["train"]))
+    assert summary["valid_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["valid"]))
     best = load_model(summary["best_checkpoint"]).recognizer
     for name, weight in best.state_dict().items():
         assert torch.equal(exported.state_dict()[name], weight), name
@@ -198,6 +201,7 @@ def test_evaluate_reports_bad_files_and_scores_the_rest(trained, tiny_corpus, un
     assert 0 < summary["real_time_factor"] < 1
     assert summary["parameters"] == json.loads((trained / "train_summary.json").read_text())["parameters"]
     assert summary["decoder"] == "greedy"
+    assert summary["audio_sha256"] == audio_fingerprint(good)  # what was scored: the 4 readable files
     untrained_summary = evaluate(untrained, "eval_untrained")
     # the bounds mean something: the untrained model fails them
     assert untrained_summary["wer"] > EVAL_WER and untrained_summary["cer"] >= EVAL_CER

@@ -35,7 +35,8 @@ def _probe(eval_dir: Path) -> dict:
     """The fold's fluent-probe figures, None where it was not scored on the probe."""
     path = eval_dir / PROBE
     summary = json.loads(path.read_text()) if path.is_file() else {}
-    return {f"probe_{key}": summary.get(key) for key in ("wer", "substitutions", "deletions", "insertions")}
+    keys = ("wer", "substitutions", "deletions", "insertions", "audio_sha256")
+    return {f"probe_{key}": summary.get(key) for key in keys}
 
 
 def _rows(loso_dir: Path) -> list[dict]:
@@ -55,6 +56,7 @@ def _rows(loso_dir: Path) -> list[dict]:
                 "insertions": summary.get("insertions"),
                 "wer": summary["wer"],
                 "sentence_error_rate": summary["sentence_error_rate"],
+                "audio_sha256": summary.get("audio_sha256"),  # absent from summaries before fingerprints
                 "epochs": train["epochs_completed"],
                 # validation WER >= 100% at the best checkpoint: the fold never left CTC's blank
                 # plateau, so its WER measures the training budget, not the speaker
@@ -123,7 +125,13 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
     pause-joined strings and (when every common fold of both runs has it) on the fluent probe."""
     mine = {row["speaker"]: row for row in rows}
     theirs = {row["speaker"]: row for row in other_rows}
-    common = sorted(mine.keys() & theirs.keys())
+    common, unpaired = _paired_speakers(mine, theirs)
+    if unpaired:
+        print(
+            f"loso_summary: {', '.join(unpaired)}: scored on other audio in {other_dir} "
+            "(audio_sha256 differs: the corpus was built otherwise): left out of the comparison",
+            file=sys.stderr,
+        )
     name, other = loso_dir.name, other_dir.name
     mine_rows, their_rows = [mine[s] for s in common], [theirs[s] for s in common]
     measures = [
@@ -183,13 +191,32 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
     print("\n".join(lines))
 
 
+def _paired_speakers(mine: dict[str, dict], theirs: dict[str, dict]) -> tuple[list[str], list[str]]:
+    """The speakers both runs finished, split into those scored on the same audio (or not known to differ:
+    summaries older than the fingerprints) and those whose held-out strings or probe differ."""
+    paired, unpaired = [], []
+    for speaker in sorted(mine.keys() & theirs.keys()):
+        differs = any(
+            mine[speaker][key] and theirs[speaker][key] and mine[speaker][key] != theirs[speaker][key]
+            for key in ("audio_sha256", "probe_audio_sha256")
+        )
+        (unpaired if differs else paired).append(speaker)
+    return paired, unpaired
+
+
 def _against_problem(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list[dict]) -> str | None:
     """Why the two runs cannot be compared, checked before anything is written; None when they can."""
     if not other_rows:
         return "holds no */eval/test_speaker.summary.json"
     if other_dir.name == loso_dir.name:
         return f"both runs are named {loso_dir.name}"
-    if not {row["speaker"] for row in rows} & {row["speaker"] for row in other_rows}:
+    mine = {row["speaker"]: row for row in rows}
+    theirs = {row["speaker"]: row for row in other_rows}
+    paired, unpaired = _paired_speakers(mine, theirs)
+    if not paired:
+        if unpaired:
+            names = ", ".join(unpaired)
+            return f"its folds {names} were scored on other audio than {loso_dir}'s (audio_sha256)"
         return f"no fold finished in both it and {loso_dir}"
     return None
 
