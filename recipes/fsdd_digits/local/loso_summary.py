@@ -125,7 +125,7 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
     pause-joined strings and (when every common fold of both runs has it) on the fluent probe."""
     mine = {row["speaker"]: row for row in rows}
     theirs = {row["speaker"]: row for row in other_rows}
-    common, unpaired = _paired_speakers(mine, theirs)
+    common, unpaired = _paired_speakers(rows, other_rows)
     if unpaired:
         print(
             f"loso_summary: {', '.join(unpaired)}: scored on other audio in {other_dir} "
@@ -191,9 +191,11 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
     print("\n".join(lines))
 
 
-def _paired_speakers(mine: dict[str, dict], theirs: dict[str, dict]) -> tuple[list[str], list[str]]:
+def _paired_speakers(rows: list[dict], other_rows: list[dict]) -> tuple[list[str], list[str]]:
     """The speakers both runs finished, split into those scored on the same audio (or not known to differ:
     summaries older than the fingerprints) and those whose held-out strings or probe differ."""
+    mine = {row["speaker"]: row for row in rows}
+    theirs = {row["speaker"]: row for row in other_rows}
     paired, unpaired = [], []
     for speaker in sorted(mine.keys() & theirs.keys()):
         differs = any(
@@ -210,9 +212,7 @@ def _against_problem(loso_dir: Path, rows: list[dict], other_dir: Path, other_ro
         return "holds no */eval/test_speaker.summary.json"
     if other_dir.name == loso_dir.name:
         return f"both runs are named {loso_dir.name}"
-    mine = {row["speaker"]: row for row in rows}
-    theirs = {row["speaker"]: row for row in other_rows}
-    paired, unpaired = _paired_speakers(mine, theirs)
+    paired, unpaired = _paired_speakers(rows, other_rows)
     if not paired:
         if unpaired:
             names = ", ".join(unpaired)
