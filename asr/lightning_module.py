@@ -41,6 +41,9 @@ class OptimConfig:
 
     Unit gates (VIBNet) learn at ``gate_lr_multiplier`` x lr without weight decay: they start at 1 and must
     travel far within a short fine-tuning budget, and decay would pull every gate towards 0 alike.
+    ``anneal_to_max_time``: a training job whose ``trainer.max_time`` cannot hold every epoch ends after
+    the epochs that fit and anneals over them (:class:`asr.schedule.AnnealWithinMaxTime`); off, the cycle
+    spans ``max_epochs`` and the timer cuts it wherever it is.
     """
 
     lr: float = 2e-3
@@ -48,8 +51,13 @@ class OptimConfig:
     warmup_fraction: float = 0.05
     final_lr_fraction: float = 0.02
     gate_lr_multiplier: float = 10.0
+    anneal_to_max_time: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.anneal_to_max_time, bool):
+            raise ValueError(
+                f"optim.anneal_to_max_time must be true or false, got {self.anneal_to_max_time!r}"
+            )
         for name in ("lr", "weight_decay", "warmup_fraction", "final_lr_fraction", "gate_lr_multiplier"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

@@ -21,6 +21,7 @@ from asr.data.fingerprint import audio_fingerprint
 from asr.features import FeatureConfig
 from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
+from asr.schedule import AnnealWithinMaxTime
 from asr.tokenizer import Tokenizer
 from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
@@ -147,7 +148,11 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         mode="min",
         save_top_k=1,
     )
-    trainer = build_trainer(config, exp_dir, [checkpoints, latest_checkpoint(exp_dir)])
+    callbacks: list[L.Callback] = [checkpoints, latest_checkpoint(exp_dir)]
+    budget = AnnealWithinMaxTime() if module.optim_config.anneal_to_max_time else None
+    if budget is not None:
+        callbacks.append(budget)
+    trainer = build_trainer(config, exp_dir, callbacks)
     started = time.perf_counter()
     resume_from = fit_resuming(trainer, module, datamodule, exp_dir)
     elapsed = time.perf_counter() - started
@@ -162,6 +167,8 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
             if checkpoints.best_model_score is not None
             else None,
             "epochs_completed": trainer.current_epoch,
+            # set where trainer.max_time could not hold max_epochs and the fit annealed over fewer
+            "epochs_planned_for_max_time": budget.planned if budget else None,
             "train_seconds_this_run": round(elapsed, 1),
             "resumed_from": resume_from,
             "parameters": count_parameters(best_module.recognizer.encoder),

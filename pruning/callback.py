@@ -23,6 +23,7 @@ import torch
 
 from asr.checkpoint import save_model
 from asr.models.lstm_ctc import count_parameters
+from asr.schedule import optimizer_steps_per_epoch
 from common.errors import SpeechpruneError
 from common.fileio import write_json
 from pruning.criteria import Criterion, PruningContext
@@ -123,9 +124,7 @@ class StructuredPruning(L.Callback):
         """Optimizer steps from ``epoch`` to the next event (or the end): one learning-rate cycle."""
         following = [e.epoch for e in self.events if e.epoch > epoch]
         end = following[0] if following else int(trainer.max_epochs or epoch + 1)
-        batches = trainer.num_training_batches
-        per_epoch = int(batches) if batches != float("inf") else 1
-        return max(1, (end - epoch) * per_epoch // max(1, trainer.accumulate_grad_batches))
+        return max(1, (end - epoch) * optimizer_steps_per_epoch(trainer))
 
     def _calibration(self, trainer: L.Trainer, pl_module: L.LightningModule) -> PruningContext:
         loader = trainer.datamodule.val_dataloader()

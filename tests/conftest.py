@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+import torch
 
 from asr.data.connected import CompositionConfig
+from asr.data.dataset import Batch
 from asr.data.fsdd import SplitRule, shared_fsdd_fallback
 from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_fsdd_corpus
 from asr.lightning_module import CTCModule
@@ -99,6 +101,28 @@ def tiny_module(tokenizer, **model) -> CTCModule:
     shape = {**copy.deepcopy(TINY_MODEL), **model}
     shape.update(input_dim=TINY_FEATURES["n_mels"], vocab_size=tokenizer.vocab_size)
     return CTCModule(features=dict(TINY_FEATURES), model=shape, tokenizer=tokenizer)
+
+
+def tiny_batches(tokenizer, count: int) -> list[Batch]:
+    """``count`` two-utterance batches of seeded noise with digit transcripts, for real Lightning fits of
+    :func:`tiny_module` without a corpus."""
+    generator = torch.Generator().manual_seed(0)
+    texts = ["one two", "three four"]
+    ids = [tokenizer.encode(text) for text in texts]
+    targets = torch.zeros(2, max(map(len, ids)), dtype=torch.long)
+    for row, units in enumerate(ids):
+        targets[row, : len(units)] = torch.tensor(units)
+    lengths = torch.tensor([len(u) for u in ids])
+    return [
+        Batch(
+            0.1 * torch.randn(2, 4000, generator=generator),
+            torch.tensor([4000, 4000]),
+            targets,
+            lengths,
+            [0, 1],
+        )
+        for _ in range(count)
+    ]
 
 
 def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:

@@ -14,14 +14,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from asr.checkpoint import load_model
-from asr.data.dataset import Batch
 from asr.models.lstm_ctc import count_parameters
 from asr.tokenizer import train_tokenizer
 from common.errors import SpeechpruneError
 from pruning.callback import StructuredPruning
 from pruning.criteria import MagnitudeCriterion
 from pruning.schedules import ScheduleConfig
-from tests.conftest import tiny_module
+from tests.conftest import tiny_batches, tiny_module
 
 HIDDEN = 8
 BATCHES_PER_EPOCH = 5
@@ -243,26 +242,6 @@ def test_unknown_groups_are_named(tmp_path, module):
 # --- one real fit --------------------------------------------------------------------------------------
 
 
-def _batches(tokenizer, count: int) -> list[Batch]:
-    generator = torch.Generator().manual_seed(0)
-    texts = ["one two", "three four"]
-    ids = [tokenizer.encode(text) for text in texts]
-    targets = torch.zeros(2, max(map(len, ids)), dtype=torch.long)
-    for row, units in enumerate(ids):
-        targets[row, : len(units)] = torch.tensor(units)
-    lengths = torch.tensor([len(u) for u in ids])
-    return [
-        Batch(
-            0.1 * torch.randn(2, 4000, generator=generator),
-            torch.tensor([4000, 4000]),
-            targets,
-            lengths,
-            [0, 1],
-        )
-        for _ in range(count)
-    ]
-
-
 def test_a_real_fit_prunes_and_trains_the_smaller_model(tmp_path, tokenizer, module):
     class Optimized(L.Callback):
         """Records, at each epoch's end, the widths and whether the optimizer holds exactly the module's
@@ -293,7 +272,7 @@ def test_a_real_fit_prunes_and_trains_the_smaller_model(tmp_path, tokenizer, mod
         enable_model_summary=False,
         limit_val_batches=0,
     )
-    loader = DataLoader(_batches(tokenizer, 2), batch_size=None, collate_fn=lambda batch: batch)
+    loader = DataLoader(tiny_batches(tokenizer, 2), batch_size=None, collate_fn=lambda batch: batch)
     trainer.fit(module, train_dataloaders=loader)
     assert recorder.seen == [(6, True), (6, True), (4, True)]
     assert [s["sparsity"] for s in callback.snapshots] == [0.25, 0.5]

@@ -83,6 +83,7 @@ def test_training_lowers_the_loss_and_exports_a_model(trained, tiny_corpus):
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["best_val_wer"] == pytest.approx(min(wers)) and min(wers) < VAL_WER < wers[0], wers
     assert summary["epochs_completed"] == EPOCHS and summary["resumed_from"] is None
+    assert summary["epochs_planned_for_max_time"] is None  # no max_time: the configured epochs
     best_epoch = wers.index(min(wers))
     assert Path(summary["best_checkpoint"]).name.startswith(f"epoch{best_epoch:03d}-")
     exported = load_model(trained / "model.pt").recognizer
