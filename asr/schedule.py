@@ -2,8 +2,9 @@
 
 A recipe's budget is wall-clock (``trainer.max_time``) while its cosine schedule is laid out in epochs
 (``trainer.max_epochs``). On a machine slower than the one the recipe was tuned on, Lightning's timer stops
-the fit mid-epoch with the learning rate still high: the model is cut off before its anneal, the last
-partial epoch is never validated, and the exported checkpoint is an early one. Budgeted-training results
+the fit mid-epoch with the learning rate still high: the model is cut off before its anneal, and the
+checkpoint exported is the best of high-learning-rate ones (at half the recipe's budget, half a cosine:
+0.53 x the peak at the cut, README). Budgeted-training results
 (Li, Yumer & Ramanan, ICLR 2020) say the schedule should instead decay to its floor at the budget.
 :class:`AnnealWithinMaxTime` does that in whole epochs: it plans the epochs that fit, ends the fit after
 the last of them, and lays the one warm-up + cosine cycle over them.
