@@ -29,7 +29,9 @@ from common.signals import lightning_handles_sigterm
 
 BEST_MODEL_NAME = "model.pt"
 RUN_SECTIONS = ("seed", "threads", "data", "augment", "optim", "trainer")  # read by every training-like job
-TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model")
+TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model", "export_checkpoint")
+# which checkpoint becomes model.pt: "best" (lowest validation WER) or "last" (the end of training)
+EXPORT_CHOICES = ("best", "last")
 
 
 @dataclass
@@ -133,12 +135,26 @@ def build_training(config: dict[str, Any]) -> tuple[CTCModule, SpeechDataModule]
     return module, SpeechDataModule(sections.data, tokenizer, features.sample_rate, sections.augment)
 
 
+def export_choice(config: dict[str, Any]) -> str:
+    """The config's ``export_checkpoint``, refused before any work when it is neither choice.
+
+    "best" keeps the epoch with the lowest validation WER; but validation holds the training speakers'
+    other recordings, where checkpoints late in training differ by two or three utterances, while the end
+    of the anneal ("last") generalises better to speakers never heard (README, "New voices")."""
+    choice = config.get("export_checkpoint", "best")
+    if choice not in EXPORT_CHOICES:
+        raise SpeechpruneError(f"export_checkpoint: expected one of {list(EXPORT_CHOICES)}, got {choice!r}")
+    return choice
+
+
 def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
-    """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the best model.
+    """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the checkpoint
+    ``export_checkpoint`` names (default: the best on validation).
 
     Returns the path of the exported compact model file.
     """
     exp_dir = Path(exp_dir)
+    export = export_choice(config)
     module, datamodule = build_training(config)
     checkpoints = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints",
@@ -159,9 +175,13 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
 
     exported = exp_dir / BEST_MODEL_NAME
     if trainer.is_global_zero:
-        best = checkpoints.best_model_path or str(exp_dir / "checkpoints" / "last.ckpt")
-        best_module = CTCModule.from_model_file(best)
+        last = str(exp_dir / "checkpoints" / "last.ckpt")
+        best = checkpoints.best_model_path or last
+        chosen = best if export == "best" else last
+        exported_module = CTCModule.from_model_file(chosen)
         summary = {
+            "exported_checkpoint": chosen,
+            "export_checkpoint": export,
             "best_checkpoint": best,
             "best_val_wer": float(checkpoints.best_model_score)
             if checkpoints.best_model_score is not None
@@ -171,12 +191,13 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
             "epochs_planned_for_max_time": budget.planned if budget else None,
             "train_seconds_this_run": round(elapsed, 1),
             "resumed_from": resume_from,
-            "parameters": count_parameters(best_module.recognizer.encoder),
+            "parameters": count_parameters(exported_module.recognizer.encoder),
             # the audio it learned from: runs on two machines trained alike only where these agree
             "train_audio_sha256": audio_fingerprint(datamodule.train_utterances),
             "valid_audio_sha256": audio_fingerprint(datamodule.valid_utterances),
         }
-        save_model(exported, best_module.recognizer, best_module.tokenizer, metadata=summary)
-        best_module.tokenizer.save(exp_dir / "tokenizer.model")  # also inside model.pt; this copy is for LMs
+        save_model(exported, exported_module.recognizer, exported_module.tokenizer, metadata=summary)
+        # also inside model.pt; this copy is for LMs
+        exported_module.tokenizer.save(exp_dir / "tokenizer.model")
         write_json(exp_dir / "train_summary.json", summary)
     return exported

@@ -91,11 +91,48 @@ def test_training_lowers_the_loss_and_exports_a_model(trained, tiny_corpus):
     assert summary["parameters"] == count_parameters(exported.encoder) == count_parameters(fresh)
     assert summary["train_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["train"]))
     assert summary["valid_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["valid"]))
-    best = load_model(summary["best_checkpoint"]).recognizer
-    for name, weight in best.state_dict().items():
-        assert torch.equal(exported.state_dict()[name], weight), name
+    assert summary["export_checkpoint"] == "best"
+    assert summary["exported_checkpoint"] == summary["best_checkpoint"]
+    _assert_same_weights(exported, load_model(summary["best_checkpoint"]).recognizer)
     assert (trained / "checkpoints" / "last.ckpt").is_file()
     assert (trained / "tokenizer.model").read_bytes() == tiny_corpus["tokenizer"].read_bytes()
+
+
+def _assert_same_weights(model: torch.nn.Module, other: torch.nn.Module) -> None:
+    weights = other.state_dict()
+    assert model.state_dict().keys() == weights.keys()
+    for name, weight in model.state_dict().items():
+        assert torch.equal(weights[name], weight), name
+
+
+@pytest.mark.slow
+def test_export_checkpoint_last_exports_the_end_of_training(trained, tiny_corpus, tmp_path):
+    """The finished run resumed with ``export_checkpoint: last`` trains nothing and exports last.ckpt,
+    which is not the best epoch of this fixture, so a choice ignored would export other weights."""
+    exp_dir = tmp_path / "exp"
+    shutil.copytree(trained, exp_dir)
+    wers = _validation(trained, key="val_wer")
+    assert wers.index(min(wers)) < EPOCHS - 1, wers  # the fixture's best epoch is not its last
+    config = {**tiny_config(tiny_corpus, epochs=EPOCHS), "export_checkpoint": "last"}
+    exported = load_model(train(config, exp_dir)).recognizer
+    summary = json.loads((exp_dir / "train_summary.json").read_text())
+    last = exp_dir / "checkpoints" / "last.ckpt"
+    assert summary["export_checkpoint"] == "last" and summary["exported_checkpoint"] == str(last)
+    # the best is still named (its score is not reloaded here: Lightning keeps it only in the same folder)
+    trained_summary = json.loads((trained / "train_summary.json").read_text())
+    assert summary["best_checkpoint"] == trained_summary["best_checkpoint"]
+    _assert_same_weights(exported, load_model(last).recognizer)
+    best = load_model(trained / "model.pt").recognizer.state_dict()
+    assert any(not torch.equal(best[name], w) for name, w in exported.state_dict().items())
+
+
+def test_an_unknown_export_checkpoint_is_refused_before_training(tiny_corpus, tmp_path, capsys):
+    config_path = tmp_path / "config.json"  # JSON is YAML
+    config_path.write_text(json.dumps({**tiny_config(tiny_corpus, epochs=1), "export_checkpoint": "final"}))
+    assert main(["train", "--config", str(config_path), "--exp-dir", str(tmp_path / "exp")]) != 0
+    err = capsys.readouterr().err
+    assert "export_checkpoint" in err and "'final'" in err and "Traceback" not in err
+    assert not (tmp_path / "exp").exists()
 
 
 @pytest.mark.slow

@@ -46,8 +46,8 @@ study_extra=()          # extra --study-set overrides of conf/search_study.yaml 
 loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ (stage 9)
 loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
 tight_fraction=0.5      # training strings joined like fluent speech (prepare-fsdd --tight-fraction): at the
-                        # recipe's budget, 5 paired folds, leave-one-speaker-out mean 17.30% -> 16.03% WER
-                        # (fluent probe 23.56% -> 18.77%), 4 of 5 better, george worse (README, New voices)
+                        # recipe's budget, all 6 folds, leave-one-speaker-out mean 16.58% -> 15.08% WER
+                        # (fluent probe 24.74% -> 19.42%), 5 of 6 better, george worse (README, New voices)
 join_tempo=1.0          # tight strings: words but the last played up to this many times as fast (prepare-fsdd
                         # --join-tempo; 1.0: off). 1.3 over six folds (8 epochs): leave-one-speaker-out mean
                         # 14.88% -> 15.17%, fluent probe 20.62% -> 21.18%, worse on both seed-2 folds (README)

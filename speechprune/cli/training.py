@@ -21,8 +21,8 @@ def _train(args: argparse.Namespace) -> int:
     exported = train(config, args.exp_dir)
     if rank_zero_only.rank != 0:  # under DDP only rank 0 exports and writes the summary
         return 0
-    print(f"best model: {exported}")
     summary = json.loads((Path(args.exp_dir) / "train_summary.json").read_text())
+    print(f"exported model ({summary['export_checkpoint']} checkpoint): {exported}")
     if never_learned(summary):
         kind = "error" if args.fail_on_plateau else "warning"
         best = 100 * summary["best_val_wer"]
