@@ -175,7 +175,7 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
 
     exported = exp_dir / BEST_MODEL_NAME
     if trainer.is_global_zero:
-        last = str(exp_dir / "checkpoints" / "last.ckpt")
+        last = str((exp_dir / "checkpoints" / "last.ckpt").resolve())  # absolute, as Lightning's best is
         best = checkpoints.best_model_path or last
         chosen = best if export == "best" else last
         exported_module = CTCModule.from_model_file(chosen)
