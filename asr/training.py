@@ -27,7 +27,7 @@ from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
 from common.signals import lightning_handles_sigterm
 
-BEST_MODEL_NAME = "model.pt"
+EXPORTED_MODEL_NAME = "model.pt"
 RUN_SECTIONS = ("seed", "threads", "data", "augment", "optim", "trainer")  # read by every training-like job
 TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model", "export_checkpoint")
 # which checkpoint becomes model.pt: "best" (lowest validation WER) or "last" (the end of training)
@@ -173,7 +173,7 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     resume_from = fit_resuming(trainer, module, datamodule, exp_dir)
     elapsed = time.perf_counter() - started
 
-    exported = exp_dir / BEST_MODEL_NAME
+    exported = exp_dir / EXPORTED_MODEL_NAME
     if trainer.is_global_zero:
         last = str((exp_dir / "checkpoints" / "last.ckpt").resolve())  # absolute, as Lightning's best is
         best = checkpoints.best_model_path or last
