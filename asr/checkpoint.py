@@ -32,6 +32,7 @@ from common.fileio import atomic_open
 MODEL_FORMAT = "speechprune-model"
 MODEL_FORMAT_VERSION = 1
 CHECKPOINT_KEY = "speechprune"  # where a Lightning checkpoint keeps the model description
+VALIDATION_ERRORS_KEY = "validation_errors"  # a checkpoint's last validation: word errors by kind
 NOT_DIGESTED = ("tokenizer", "sha256", "state_dict", "metadata")  # digested apart, or not the model
 
 
@@ -106,7 +107,11 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
             if isinstance(weights, dict)
             else None
         )
-        metadata = {"epoch": payload.get("epoch"), "global_step": payload.get("global_step")}
+        metadata = {
+            "epoch": payload.get("epoch"),
+            "global_step": payload.get("global_step"),
+            VALIDATION_ERRORS_KEY: payload.get(VALIDATION_ERRORS_KEY),
+        }
     elif payload.get("format") == MODEL_FORMAT:
         description, state_dict, metadata = payload, payload.get("state_dict"), payload.get("metadata", {})
     else:

@@ -13,7 +13,13 @@ import torch
 import torch.nn.functional as F
 
 from asr.augment import AugmentConfig, SpectrumAugmenter
-from asr.checkpoint import CHECKPOINT_KEY, build_recognizer, load_model, model_description
+from asr.checkpoint import (
+    CHECKPOINT_KEY,
+    VALIDATION_ERRORS_KEY,
+    build_recognizer,
+    load_model,
+    model_description,
+)
 from asr.data.dataset import Batch
 from asr.features import FeatureConfig
 from asr.metrics import ErrorCounts, error_counts
@@ -99,6 +105,9 @@ class CTCModule(L.LightningModule):
         # so that every prune -> fine-tune interval gets a cycle of its own.
         self.lr_cycle_steps: int | None = None
         self._validation_counts = ErrorCounts()
+        # the last validation's word errors by kind (summed over DDP ranks), written into every checkpoint:
+        # a checkpoint then says whether the model it holds still deletes most words (CTC's blank plateau)
+        self.validation_errors: dict[str, int] | None = None
         # logged as val_<name> every validation: the output entropy, and what each regularizer optimizes
         self.validation_measures: dict[str, Measure] = {"entropy": output_entropy}
         self._validation_values: dict[str, list[torch.Tensor]] = {}
@@ -183,16 +192,23 @@ class CTCModule(L.LightningModule):
             self._validation_values.setdefault(name, []).append(measure(log_probs, lengths, batch).detach())
 
     def on_validation_epoch_end(self) -> None:
-        counts = self._validation_counts
-        totals = torch.tensor(
-            [counts.word_errors, counts.words, counts.char_errors, counts.chars],
+        fields = ("substitutions", "deletions", "insertions", "words", "char_errors", "chars")
+        counts = torch.tensor(
+            [getattr(self._validation_counts, name) for name in fields],
             dtype=torch.float64,
             device=self.device,
         )
-        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")  # exact WER across DDP ranks
+        # exact WER across DDP ranks: the counts are summed, not the rates averaged
+        summed = self.trainer.strategy.reduce(counts, reduce_op="sum").tolist()
+        totals = ErrorCounts(**{name: int(value) for name, value in zip(fields, summed, strict=True)})
         # identical on every rank after the reduce above; sync_dist only satisfies Lightning's DDP check
-        self.log("val_wer", totals[0] / totals[1].clamp(min=1), prog_bar=True, sync_dist=True)
-        self.log("val_cer", totals[2] / totals[3].clamp(min=1), sync_dist=True)
+        self.log("val_wer", totals.wer, prog_bar=True, sync_dist=True)
+        self.log("val_cer", totals.cer, sync_dist=True)
+        self.log("val_deleted", totals.deletions / max(totals.words, 1), sync_dist=True)
+        if not self.trainer.sanity_checking:  # the sanity check's few batches describe no model state
+            self.validation_errors = {
+                name: getattr(totals, name) for name in ("substitutions", "deletions", "insertions", "words")
+            }
         for name in self.validation_measures:
             values = self._validation_values.get(name)
             mean = torch.stack(values).mean() if values else torch.tensor(0.0)
@@ -228,6 +244,7 @@ class CTCModule(L.LightningModule):
         """Store the live model description: after pruning, widths differ from the constructor's."""
         checkpoint[CHECKPOINT_KEY] = model_description(self.recognizer, self.tokenizer)
         checkpoint["lr_cycle_steps"] = self.lr_cycle_steps
+        checkpoint[VALIDATION_ERRORS_KEY] = self.validation_errors
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Take the shapes the checkpoint was saved with before Lightning loads its weights.
@@ -239,3 +256,4 @@ class CTCModule(L.LightningModule):
         if description is not None and description["encoder"] != self.recognizer.encoder.config.to_dict():
             self.recognizer = build_recognizer(description).to(self.device)
         self.lr_cycle_steps = checkpoint.get("lr_cycle_steps")
+        self.validation_errors = checkpoint.get(VALIDATION_ERRORS_KEY)

@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from asr.augment import AugmentConfig
-from asr.checkpoint import save_model
+from asr.checkpoint import VALIDATION_ERRORS_KEY, load_model, save_model
 from asr.config import build_section, check_keys
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.fingerprint import audio_fingerprint
@@ -23,13 +23,15 @@ from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
 from asr.schedule import AnnealWithinMaxTime
 from asr.tokenizer import Tokenizer
+from asr.weight_averaging import WeightAveragingConfig, weight_averaging_callback
 from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
 from common.signals import lightning_handles_sigterm
 
 EXPORTED_MODEL_NAME = "model.pt"
 RUN_SECTIONS = ("seed", "threads", "data", "augment", "optim", "trainer")  # read by every training-like job
-TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model", "export_checkpoint")
+# weight_averaging is training's alone: an average over weights from before a pruning mask would undo it
+TRAIN_SECTIONS = (*RUN_SECTIONS, "tokenizer", "features", "model", "export_checkpoint", "weight_averaging")
 # which checkpoint becomes model.pt: "best" (lowest validation WER) or "last" (the end of training)
 EXPORT_CHOICES = ("best", "last")
 
@@ -147,14 +149,23 @@ def export_choice(config: dict[str, Any]) -> str:
     return choice
 
 
+def weight_averaging(config: dict[str, Any]) -> WeightAveragingConfig | None:
+    """The config's ``weight_averaging`` section (absent or null: off), refused before any work when bad."""
+    if config.get("weight_averaging") is None:
+        return None
+    return build_section(config, "weight_averaging", WeightAveragingConfig)
+
+
 def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     """Train (resuming from ``exp_dir/checkpoints/last.ckpt`` when present) and export the checkpoint
-    ``export_checkpoint`` names (default: the best on validation).
+    ``export_checkpoint`` names (default: the best on validation). With ``weight_averaging`` every
+    checkpoint, and so the export, holds the moving average of the weights (:mod:`asr.weight_averaging`).
 
     Returns the path of the exported compact model file.
     """
     exp_dir = Path(exp_dir)
     export = export_choice(config)
+    averaging = weight_averaging(config)
     module, datamodule = build_training(config)
     checkpoints = ModelCheckpoint(
         dirpath=exp_dir / "checkpoints",
@@ -168,6 +179,8 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     budget = AnnealWithinMaxTime() if module.optim_config.anneal_to_max_time else None
     if budget is not None:
         callbacks.append(budget)
+    if averaging is not None:
+        callbacks.append(weight_averaging_callback(averaging))
     trainer = build_trainer(config, exp_dir, callbacks)
     started = time.perf_counter()
     resume_from = fit_resuming(trainer, module, datamodule, exp_dir)
@@ -178,26 +191,29 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
         last = str((exp_dir / "checkpoints" / "last.ckpt").resolve())  # absolute, as Lightning's best is
         best = checkpoints.best_model_path or last
         chosen = best if export == "best" else last
-        exported_module = CTCModule.from_model_file(chosen)
+        loaded = load_model(chosen)
         summary = {
             "exported_checkpoint": chosen,
             "export_checkpoint": export,
+            "weight_averaging_decay": averaging.decay if averaging else None,
             "best_checkpoint": best,
             "best_val_wer": float(checkpoints.best_model_score)
             if checkpoints.best_model_score is not None
             else None,
+            # the exported weights' own validation errors by kind: what asr.metrics.blank_plateau reads
+            "exported_val_errors": loaded.metadata.get(VALIDATION_ERRORS_KEY),
             "epochs_completed": trainer.current_epoch,
             # set where trainer.max_time could not hold max_epochs and the fit annealed over fewer
             "epochs_planned_for_max_time": budget.planned if budget else None,
             "train_seconds_this_run": round(elapsed, 1),
             "resumed_from": resume_from,
-            "parameters": count_parameters(exported_module.recognizer.encoder),
+            "parameters": count_parameters(loaded.recognizer.encoder),
             # the audio it learned from: runs on two machines trained alike only where these agree
             "train_audio_sha256": audio_fingerprint(datamodule.train_utterances),
             "valid_audio_sha256": audio_fingerprint(datamodule.valid_utterances),
         }
-        save_model(exported, exported_module.recognizer, exported_module.tokenizer, metadata=summary)
+        save_model(exported, loaded.recognizer, loaded.tokenizer, metadata=summary)
         # also inside model.pt; this copy is for LMs
-        exported_module.tokenizer.save(exp_dir / "tokenizer.model")
+        loaded.tokenizer.save(exp_dir / "tokenizer.model")
         write_json(exp_dir / "train_summary.json", summary)
     return exported

@@ -5,7 +5,7 @@ from __future__ import annotations
 import jiwer
 import pytest
 
-from asr.metrics import error_counts, frequent_errors
+from asr.metrics import blank_plateau, error_counts, frequent_errors
 from asr.tokenizer import BLANK_ID, Tokenizer, train_tokenizer
 from common.errors import SpeechpruneError
 
@@ -84,3 +84,23 @@ def test_frequent_errors_rank_confusions_deletions_and_insertions():
     # an empty reference's words are insertions, as in error_counts
     assert sorted((e["word"], e["count"]) for e in frequent["insertions"]) == [("nine", 1), ("oh", 1)]
     assert frequent_errors(["one"], ["one"]) == {"substitutions": [], "deletions": [], "insertions": []}
+
+
+def _val(substitutions: int, deletions: int, words: int = 80) -> dict[str, int]:
+    return {"substitutions": substitutions, "deletions": deletions, "insertions": 0, "words": words}
+
+
+@pytest.mark.parametrize(
+    ("summary", "reason"),
+    [
+        ({"best_val_wer": 1.0}, "best validation WER 100%"),  # emits nothing at its best
+        # most words deleted at 86% WER: barely off the plateau (a real leave-one-speaker-out control)
+        ({"best_val_wer": 0.86, "exported_val_errors": _val(5, 60)}, "deletes 75% of the validation words"),
+        ({"best_val_wer": 0.3, "exported_val_errors": _val(15, 9)}, None),  # learned; deletions a minority
+        ({"best_val_wer": 0.86, "exported_val_errors": _val(60, 5)}, None),  # bad, but speaking: not blanks
+        ({"best_val_wer": 0.4}, None),  # a summary written before exported_val_errors existed
+    ],
+)
+def test_blank_plateau_names_both_signs(summary, reason):
+    found = blank_plateau(summary)
+    assert found is None if reason is None else reason in found

@@ -22,7 +22,7 @@ from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.fingerprint import audio_fingerprint
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.data.sampler import BucketBatchSampler
-from asr.metrics import error_counts, never_learned
+from asr.metrics import blank_plateau, error_counts
 from asr.models.lstm_ctc import count_parameters
 from asr.tokenizer import Tokenizer
 from asr.training import train
@@ -92,6 +92,11 @@ def test_training_lowers_the_loss_and_exports_a_model(trained, tiny_corpus):
     assert summary["train_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["train"]))
     assert summary["valid_audio_sha256"] == audio_fingerprint(read_manifest(tiny_corpus["valid"]))
     assert summary["export_checkpoint"] == "best"
+    # the exported checkpoint's own validation errors, by kind, add up to its validation WER
+    errors = summary["exported_val_errors"]
+    assert errors["words"] == sum(len(u.text.split()) for u in read_manifest(tiny_corpus["valid"]))
+    kinds = errors["substitutions"] + errors["deletions"] + errors["insertions"]
+    assert kinds / errors["words"] == pytest.approx(summary["best_val_wer"])
     assert summary["exported_checkpoint"] == summary["best_checkpoint"]
     _assert_same_weights(exported, load_model(summary["best_checkpoint"]).recognizer)
     assert (trained / "checkpoints" / "last.ckpt").is_file()
@@ -203,7 +208,7 @@ def test_a_model_left_on_the_blank_plateau_is_flagged(trained, tiny_corpus, tmp_
     assert (tmp_path / "exp" / "model.pt").is_file()
     assert main(command) == 0  # the finished run resumes, has nothing left to train, and warns
     assert "warning:" in capsys.readouterr().err
-    assert not never_learned(json.loads((trained / "train_summary.json").read_text()))
+    assert not blank_plateau(json.loads((trained / "train_summary.json").read_text()))
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ def _train(args: argparse.Namespace) -> int:
     from lightning.pytorch.utilities import rank_zero_only
 
     from asr.config import load_config
-    from asr.metrics import never_learned
+    from asr.metrics import blank_plateau
     from asr.training import train
 
     config = load_config(args.config, args.set)
@@ -23,13 +23,13 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     summary = json.loads((Path(args.exp_dir) / "train_summary.json").read_text())
     print(f"exported model ({summary['export_checkpoint']} checkpoint): {exported}")
-    if never_learned(summary):
+    plateau = blank_plateau(summary)
+    if plateau:
         kind = "error" if args.fail_on_plateau else "warning"
-        best = 100 * summary["best_val_wer"]
         print(
-            f"speechprune train: {kind}: {exported}: best validation WER {best:.0f}% after "
-            f"{summary['epochs_completed']} epochs: no better than emitting nothing (CTC's blank plateau); "
-            "train longer (trainer.max_epochs, trainer.max_time) before pruning or timing it",
+            f"speechprune train: {kind}: {exported}: {plateau} after {summary['epochs_completed']} epochs "
+            "(CTC's blank plateau); train longer (trainer.max_epochs, trainer.max_time) before pruning or "
+            "timing it",
             file=sys.stderr,
         )
         return 1 if args.fail_on_plateau else 0
@@ -104,8 +104,9 @@ def register(commands: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--fail-on-plateau",
         action="store_true",
-        help="exit 1 (the model is still written) when even the best checkpoint's validation WER is 100%% or "
-        "more: the model never left CTC's blank plateau",
+        help="exit 1 (the model is still written) when the model is still on CTC's blank plateau: even the "
+        "best checkpoint's validation WER is 100%% or more, or the exported one deletes most validation "
+        "words",
     )
     train.set_defaults(handler=_train, resumable=True)
 

@@ -23,7 +23,7 @@ import json
 import sys
 from pathlib import Path
 
-from asr.metrics import never_learned
+from asr.metrics import blank_plateau
 from common.fileio import atomic_open, write_json
 
 PROBE = "test_speaker_tight.summary.json"
@@ -58,9 +58,9 @@ def _rows(loso_dir: Path) -> list[dict]:
                 "sentence_error_rate": summary["sentence_error_rate"],
                 "audio_sha256": summary.get("audio_sha256"),  # absent from summaries before fingerprints
                 "epochs": train["epochs_completed"],
-                # validation WER >= 100% at the best checkpoint: the fold never left CTC's blank
-                # plateau, so its WER measures the training budget, not the speaker
-                "blank_plateau": never_learned(train),
+                # still on CTC's blank plateau (asr.metrics.blank_plateau): the fold's WER measures
+                # the training budget, not the speaker
+                "blank_plateau": blank_plateau(train) is not None,
                 "train_seconds": train["train_seconds_this_run"],
                 **_probe(summary_path.parent),
             }
@@ -278,7 +278,8 @@ def main() -> int:
     stuck = [row["speaker"] for row in rows if row["blank_plateau"]]
     if stuck:
         print(
-            f"loso_summary: {', '.join(stuck)}: validation WER 100% (CTC's blank plateau); "
+            f"loso_summary: {', '.join(stuck)}: still on CTC's blank plateau (validation WER 100%, or most "
+            "validation words deleted); "
             "their WER measures the training budget: train longer to compare levers",
             file=sys.stderr,
         )
