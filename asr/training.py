@@ -23,7 +23,7 @@ from asr.lightning_module import CTCModule, OptimConfig
 from asr.models.lstm_ctc import EncoderConfig, count_parameters
 from asr.schedule import AnnealWithinMaxTime
 from asr.tokenizer import Tokenizer
-from asr.weight_averaging import WeightAveragingConfig, weight_averaging_callback
+from asr.weight_averaging import MovingAverage, WeightAveragingConfig
 from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
 from common.signals import lightning_handles_sigterm
@@ -180,7 +180,7 @@ def train(config: dict[str, Any], exp_dir: str | Path) -> Path:
     if budget is not None:
         callbacks.append(budget)
     if averaging is not None:
-        callbacks.append(weight_averaging_callback(averaging))
+        callbacks.append(MovingAverage(averaging))
     trainer = build_trainer(config, exp_dir, callbacks)
     started = time.perf_counter()
     resume_from = fit_resuming(trainer, module, datamodule, exp_dir)

@@ -17,8 +17,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.utilities import rank_zero_warn
 
 from common.errors import SpeechpruneError
 from common.fileio import atomic_open
@@ -26,6 +28,7 @@ from common.fileio import atomic_open
 # where Lightning's callback keeps, in a checkpoint, the weights being trained and the average's own state
 CURRENT_WEIGHTS_KEY = "current_model_state"
 AVERAGING_STATE_KEY = "averaging_state"
+STARTING_WEIGHTS_TOLERATED = 0.01  # share of the initial weights left in the final average, at most
 
 
 @dataclass(frozen=True)
@@ -43,9 +46,28 @@ class WeightAveragingConfig:
             raise ValueError(f"weight_averaging.decay must lie in (0, 1), got {decay}")
 
 
-def weight_averaging_callback(config: WeightAveragingConfig) -> EMAWeightAveraging:
-    """The callback that keeps the average, updated after every optimizer step from the first one."""
-    return EMAWeightAveraging(decay=config.decay)
+class MovingAverage(EMAWeightAveraging):
+    """Lightning's EMA, updated after every optimizer step from the first one, that warns when the fit is
+    too short for its decay.
+
+    The average starts as a copy of the initial weights and keeps ``decay ** steps`` of them after
+    ``steps`` updates; over the digits recipe's ~2,800 steps at 0.998 that is 0.4%, but over a quick run's
+    few hundred it is most of the model, and the export would be a half-trained blend.
+    """
+
+    def __init__(self, config: WeightAveragingConfig) -> None:
+        super().__init__(decay=config.decay)
+        self.decay = config.decay
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        steps = int(trainer.estimated_stepping_batches)
+        kept = self.decay**steps
+        if kept > STARTING_WEIGHTS_TOLERATED:
+            rank_zero_warn(
+                f"weight_averaging: with decay {self.decay} the average still holds {100 * kept:.0f}% of the "
+                f"starting weights after this fit's {steps} optimizer steps; lower the decay (its memory is "
+                f"1 / (1 - decay) = {1 / (1 - self.decay):.0f} steps) or train longer"
+            )
 
 
 def write_trained_weights_checkpoint(averaged: Path, out: Path) -> Path:

@@ -91,6 +91,13 @@ def test_a_resumed_fit_continues_the_average(plain_and_averaged, tiny_corpus, tm
     assert int(averaged["averaging_state"]["n_averaged"]) == averaged["global_step"] > 0
 
 
+def test_a_fit_too_short_for_the_decay_warns(tiny_corpus, tmp_path):
+    """One tiny epoch is 24 steps: at decay 0.998 the average would still be 95% the initial weights."""
+    config = {**tiny_config(tiny_corpus, epochs=1), "weight_averaging": {"decay": 0.998}}
+    with pytest.warns(UserWarning, match=r"still holds \d+% of the starting weights"):
+        train(config, tmp_path / "exp")
+
+
 @pytest.mark.parametrize("decay", [1.0, 0.0, "high", True])
 def test_a_bad_decay_is_refused_before_training(tiny_corpus, tmp_path, capsys, decay):
     config_path = tmp_path / "config.yaml"
