@@ -114,9 +114,8 @@ def frequent_errors(references: list[str], hypotheses: list[str], top: int = 10)
     }
 
 
-MOSTLY_DELETED = (
-    0.5  # a model whose output drops more than this fraction of the words still mostly emits blanks
-)
+# a model whose output drops more than this fraction of the words still mostly emits blanks
+MOSTLY_DELETED = 0.5
 
 
 def blank_plateau(training_summary: dict) -> str | None:

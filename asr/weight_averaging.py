@@ -7,6 +7,10 @@ averaged weights, writes them as a checkpoint's ``state_dict`` (so ``model.pt``,
 and pruning from a checkpoint all see the average) and keeps the weights being trained under
 ``current_model_state``, from which a resumed fit continues.
 
+On the digits recipe (leave-one-speaker-out, decay 0.998) it did not pay: the cosine anneal to a 2% floor
+already leaves the last weights an average of a slow walk (README, "New voices"), so the recipe leaves it
+off; it stays for schedules that end at a higher learning rate, or longer trainings.
+
 Training only: a pruning fine-tune changes which weights exist (masks, surgery), and an average over
 weights from before a mask would bring pruned units back, so prune and search configs refuse the section.
 """
