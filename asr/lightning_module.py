@@ -192,7 +192,8 @@ class CTCModule(L.LightningModule):
             self._validation_values.setdefault(name, []).append(measure(log_probs, lengths, batch).detach())
 
     def on_validation_epoch_end(self) -> None:
-        fields = ("substitutions", "deletions", "insertions", "words", "char_errors", "chars")
+        word_fields = ("substitutions", "deletions", "insertions", "words")
+        fields = (*word_fields, "char_errors", "chars")
         counts = torch.tensor(
             [getattr(self._validation_counts, name) for name in fields],
             dtype=torch.float64,
@@ -204,11 +205,9 @@ class CTCModule(L.LightningModule):
         # identical on every rank after the reduce above; sync_dist only satisfies Lightning's DDP check
         self.log("val_wer", totals.wer, prog_bar=True, sync_dist=True)
         self.log("val_cer", totals.cer, sync_dist=True)
-        self.log("val_deleted", totals.deletions / max(totals.words, 1), sync_dist=True)
+        self.log("val_deleted", totals.deleted, sync_dist=True)
         if not self.trainer.sanity_checking:  # the sanity check's few batches describe no model state
-            self.validation_errors = {
-                name: getattr(totals, name) for name in ("substitutions", "deletions", "insertions", "words")
-            }
+            self.validation_errors = {name: getattr(totals, name) for name in word_fields}
         for name in self.validation_measures:
             values = self._validation_values.get(name)
             mean = torch.stack(values).mean() if values else torch.tensor(0.0)

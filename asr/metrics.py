@@ -45,6 +45,11 @@ class ErrorCounts:
     def cer(self) -> float:
         return self.char_errors / max(self.chars, 1)
 
+    @property
+    def deleted(self) -> float:
+        """The fraction of reference words deleted: near 1 on CTC's blank plateau."""
+        return self.deletions / max(self.words, 1)
+
 
 def _split_empty(references: list[str], hypotheses: list[str]) -> tuple[list[str], list[str], list[str]]:
     """(references, hypotheses) of the pairs jiwer can align, and the hypotheses of empty references
@@ -133,9 +138,9 @@ def blank_plateau(training_summary: dict) -> str | None:
     if best is not None and best >= 1.0:
         return f"best validation WER {100 * best:.0f}%: no better than emitting nothing"
     errors = training_summary.get("exported_val_errors")  # absent from summaries written before it was
-    if errors and errors["deletions"] > MOSTLY_DELETED * errors["words"]:
-        deleted = 100 * errors["deletions"] / max(errors["words"], 1)
+    deleted = ErrorCounts(**errors).deleted if errors else 0.0
+    if deleted > MOSTLY_DELETED:
         return (
-            f"the exported model deletes {deleted:.0f}% of the validation words: it still emits mostly blanks"
+            f"the exported model deletes {100 * deleted:.0f}% of the validation words: it emits mostly blanks"
         )
     return None
