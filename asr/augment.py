@@ -178,11 +178,12 @@ class SpectrumAugmenter(nn.Module):
             config.time_mask_width, iid_masks=True, p=config.time_mask_max_ratio
         )
 
-    def warp_factors(self, batch_size: int) -> torch.Tensor | None:
+    def warp_factors(self, batch_size: int, device: torch.device) -> torch.Tensor | None:
+        """One VTLP factor per utterance, or None when ``vtlp_range`` is [1, 1] (VTLP off)."""
         low, high = self.config.vtlp_range
         if low == high == 1.0:
             return None
-        return torch.empty(batch_size).uniform_(low, high)
+        return torch.empty(batch_size).uniform_(low, high).to(device)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         spectra = features.transpose(1, 2).unsqueeze(1)  # (batch, 1, mels, frames)

@@ -142,7 +142,7 @@ class CTCModule(L.LightningModule):
     def _encode(self, batch: Batch, augment: bool) -> tuple[torch.Tensor, torch.Tensor]:
         warp = None
         if augment and self.spectrum_augmenter is not None:
-            warp = self.spectrum_augmenter.warp_factors(batch.waveforms.shape[0]).to(batch.waveforms.device)
+            warp = self.spectrum_augmenter.warp_factors(batch.waveforms.shape[0], batch.waveforms.device)
         features, lengths = self.recognizer.features(batch.waveforms, batch.waveform_lengths, warp)
         if augment and self.spectrum_augmenter is not None:
             features = self.spectrum_augmenter(features)

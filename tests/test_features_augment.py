@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+import lightning as L
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from asr.augment import AugmentConfig, SpectrumAugmenter, WaveformAugmenter, add_noise, pitch_shift
 from asr.features import FeatureConfig, LogMelFrontend, vtlp_warp
+from asr.tokenizer import train_tokenizer
 from common.errors import SpeechpruneError
+from tests.conftest import tiny_batches, tiny_module
 
 
 def _tone(freq: float, seconds: float = 1.0, rate: int = 8000) -> torch.Tensor:
@@ -119,3 +123,28 @@ def test_channel_simulation_band_limits_and_companding_quantizes():
     assert len(torch.unique(mu_law_round_trip(inside * 0.3))) <= 256
     with pytest.raises(SpeechpruneError, match="Nyquist"):
         WaveformAugmenter(AugmentConfig(channel_prob=1.0, lowpass_hz=(3000.0, 4500.0)), 8000)
+
+
+@pytest.mark.parametrize("vtlp_range", [(1.0, 1.0), (0.8, 1.2)])
+def test_training_runs_with_vtlp_off_or_wide(vtlp_range, tmp_path):
+    """vtlp_range [1, 1] turns VTLP off (no factors drawn): a fit must still train, not fail on the first
+    step (it once did)."""
+    tokenizer = train_tokenizer(["zero one two three four five six seven eight nine"] * 5, "char")
+    factors = SpectrumAugmenter(AugmentConfig(vtlp_range=vtlp_range)).warp_factors(3, torch.device("cpu"))
+    assert (factors is None) == (vtlp_range == (1.0, 1.0))
+    module = tiny_module(tokenizer)
+    module.spectrum_augmenter = SpectrumAugmenter(AugmentConfig(vtlp_range=vtlp_range))
+    before = {name: weight.clone() for name, weight in module.state_dict().items()}
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, DataLoader(tiny_batches(tokenizer, 2), batch_size=None, collate_fn=lambda b: b))
+    assert trainer.global_step == 2
+    assert any(not torch.equal(before[name], weight) for name, weight in module.state_dict().items())

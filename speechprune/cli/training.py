@@ -1,4 +1,4 @@
-"""Commands that train and score models: ``train``, ``prune``, ``evaluate``."""
+"""Commands that train, score and adapt models: ``train``, ``prune``, ``evaluate``, ``adapt-voice``."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from speechprune.cli.options import add_config_options, output_dir, positive_int
+from speechprune.cli.options import add_config_options, output_dir, output_file, positive_int
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -78,6 +78,36 @@ def _evaluate(args: argparse.Namespace) -> int:
     return status
 
 
+def _adapt_voice(args: argparse.Namespace) -> int:
+    from asr.voice_warp import DEFAULT_FACTORS, MIN_RELATIVE_GAIN, adapt_model_file
+
+    factors = args.factors or DEFAULT_FACTORS
+    fit = adapt_model_file(args.model, args.manifest, args.out, factors)
+    table = "  ".join(f"{factor:g}: {loss:.4f}" for factor, loss in sorted(fit.losses.items()))
+    print(f"enrolment CTC loss by warp factor ({fit.utterances} recordings): {table}")
+    if fit.factor != 1.0:
+        verdict = f"warp {fit.factor:g} ({100 * fit.relative_gain():.1f}% lower loss than unwarped)"
+    elif fit.lowest != 1.0:
+        verdict = (
+            f"unwarped: the best warp ({fit.lowest:g}) lowered the loss by "
+            f"{100 * fit.relative_gain(fit.lowest):.1f}%, under {100 * MIN_RELATIVE_GAIN:g}%"
+        )
+    else:
+        verdict = "unwarped: no warp lowered the loss"
+    print(f"{args.out}: {verdict}")
+    return 0
+
+
+def _warp_factor(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0.5 <= value <= 2.0:
+        raise argparse.ArgumentTypeError(f"{text}: a warp factor lies in [0.5, 2.0]")
+    return value
+
+
 def _frequent_errors_line(frequent: dict[str, list], top: int = 5) -> str:
     """The errors worth reading first, as "eight->four 12, two->zero 8; deleted one 20; inserted oh 3"."""
     substituted = frequent["substitutions"][:top]
@@ -145,3 +175,22 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="utterances per forward pass; 1 gives per-utterance latency (default: 1)",
     )
     evaluate.set_defaults(handler=_evaluate)
+
+    adapt = commands.add_parser(
+        "adapt-voice",
+        help="adapt a model to one speaker's voice from a few transcribed recordings (frequency warp)",
+        description="Tries frequency-warp factors (vocal tract length normalization) on MANIFEST's "
+        "recordings of one speaker, keeps the one whose CTC loss on their transcripts is lowest (1.0 unless "
+        "another lowers it by 5%% or more) and writes it into OUT's mel filterbank: same size and speed, "
+        "runs wherever a model runs (evaluate, transcribe, export).",
+    )
+    adapt.add_argument("model", help="model.pt (pruned or not) or a speechprune .ckpt")
+    adapt.add_argument("manifest", help="JSON-lines manifest of the speaker's recordings with their text")
+    adapt.add_argument("--out", type=output_file, required=True, help="adapted model file to write")
+    adapt.add_argument(
+        "--factors",
+        type=_warp_factor,
+        nargs="+",
+        help="warp factors to try (default: 0.9 to 1.1 in steps of 0.025; > 1 raises formants)",
+    )
+    adapt.set_defaults(handler=_adapt_voice)
