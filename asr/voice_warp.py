@@ -77,7 +77,8 @@ def fit_voice_warp(
     enrolment: EvaluationAudio,
     factors: Sequence[float] = DEFAULT_FACTORS,
 ) -> VoiceWarpFit:
-    """The factor whose warped model gives ``enrolment``'s references the lowest mean CTC loss."""
+    """The factor whose warped model gives ``enrolment``'s references the lowest mean CTC loss, when that is
+    :data:`MIN_RELATIVE_GAIN` or more below the unwarped loss; else 1.0 (every factor's loss is kept)."""
     if not enrolment.waveforms:
         raise ValueError("voice adaptation needs at least one transcribed recording")
     tried = sorted(set(factors) | {1.0})

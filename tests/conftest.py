@@ -5,10 +5,12 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pytest
 import soundfile
 import torch
+from torch.utils.data import DataLoader
 
 from asr.data.connected import CompositionConfig
 from asr.data.dataset import Batch
@@ -123,6 +125,25 @@ def tiny_batches(tokenizer, count: int) -> list[Batch]:
         )
         for _ in range(count)
     ]
+
+
+def fit_tiny(module: CTCModule, batches: list[Batch], tmp_path: Path, ckpt_path=None, **trainer) -> L.Trainer:
+    """A real Lightning fit of ``module`` on ``batches`` on the CPU, logging, checkpointing, validating and
+    printing nothing; ``trainer`` adds Trainer options (max_epochs, callbacks)."""
+    fitter = L.Trainer(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        default_root_dir=tmp_path,
+        **trainer,
+    )
+    loader = DataLoader(batches, batch_size=None, collate_fn=lambda batch: batch)
+    fitter.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    return fitter
 
 
 def tiny_config(corpus: dict[str, Path], epochs: int) -> dict:

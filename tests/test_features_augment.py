@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from asr.augment import AugmentConfig, SpectrumAugmenter, WaveformAugmenter, add_noise, pitch_shift
 from asr.features import FeatureConfig, LogMelFrontend, vtlp_warp
 from asr.tokenizer import train_tokenizer
 from common.errors import SpeechpruneError
-from tests.conftest import tiny_batches, tiny_module
+from tests.conftest import fit_tiny, tiny_batches, tiny_module
 
 
 def _tone(freq: float, seconds: float = 1.0, rate: int = 8000) -> torch.Tensor:
@@ -135,16 +133,6 @@ def test_training_runs_with_vtlp_off_or_wide(vtlp_range, tmp_path):
     module = tiny_module(tokenizer)
     module.spectrum_augmenter = SpectrumAugmenter(AugmentConfig(vtlp_range=vtlp_range))
     before = {name: weight.clone() for name, weight in module.state_dict().items()}
-    trainer = L.Trainer(
-        max_epochs=1,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    trainer.fit(module, DataLoader(tiny_batches(tokenizer, 2), batch_size=None, collate_fn=lambda b: b))
+    trainer = fit_tiny(module, tiny_batches(tokenizer, 2), tmp_path, max_epochs=1)
     assert trainer.global_step == 2
     assert any(not torch.equal(before[name], weight) for name, weight in module.state_dict().items())

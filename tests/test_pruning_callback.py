@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from asr.checkpoint import load_model
 from asr.models.lstm_ctc import count_parameters
@@ -20,7 +19,7 @@ from common.errors import SpeechpruneError
 from pruning.callback import StructuredPruning
 from pruning.criteria import MagnitudeCriterion
 from pruning.schedules import ScheduleConfig
-from tests.conftest import tiny_batches, tiny_module
+from tests.conftest import fit_tiny, tiny_batches, tiny_module
 
 HIDDEN = 8
 BATCHES_PER_EPOCH = 5
@@ -261,19 +260,7 @@ def test_a_real_fit_prunes_and_trains_the_smaller_model(tmp_path, tokenizer, mod
 
     callback, recorder = pruning_callback(tmp_path), Optimized()
     before = copy.deepcopy(module.recognizer.state_dict())
-    trainer = L.Trainer(
-        max_epochs=3,
-        accelerator="cpu",
-        devices=1,
-        callbacks=[callback, recorder],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-    )
-    loader = DataLoader(tiny_batches(tokenizer, 2), batch_size=None, collate_fn=lambda batch: batch)
-    trainer.fit(module, train_dataloaders=loader)
+    fit_tiny(module, tiny_batches(tokenizer, 2), tmp_path, max_epochs=3, callbacks=[callback, recorder])
     assert recorder.seen == [(6, True), (6, True), (4, True)]
     assert [s["sparsity"] for s in callback.snapshots] == [0.25, 0.5]
     final = load_model(tmp_path / "snapshots" / "sparsity50.pt").recognizer

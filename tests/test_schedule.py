@@ -4,16 +4,14 @@ Lightning fits of a tiny module, timed by a timer whose clock advances a fixed t
 
 from __future__ import annotations
 
-import lightning as L
 import pytest
 import torch
 from lightning.pytorch.callbacks import Timer
-from torch.utils.data import DataLoader
 
 from asr.lightning_module import OptimConfig
 from asr.schedule import AnnealWithinMaxTime, epochs_that_fit
 from asr.tokenizer import train_tokenizer
-from tests.conftest import tiny_batches, tiny_module
+from tests.conftest import fit_tiny, tiny_batches, tiny_module
 
 BATCHES_PER_EPOCH = 2
 SECONDS_PER_BATCH = 10.0  # an epoch takes 20 s on the simulated clock
@@ -44,20 +42,9 @@ def fit(tokenizer, budget_seconds, max_epochs, planner, tmp_path, ckpt_path=None
     torch.manual_seed(0)
     module = module or tiny_module(tokenizer)
     module.optim_config.lr, module.optim_config.final_lr_fraction = LR, FINAL_FRACTION
-    trainer = L.Trainer(
-        max_epochs=max_epochs,
-        accelerator="cpu",
-        devices=1,
-        callbacks=[SteppedTimer(budget_seconds), *([AnnealWithinMaxTime()] if planner else [])],
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        default_root_dir=tmp_path,
-    )
-    loader = DataLoader(tiny_batches(tokenizer, BATCHES_PER_EPOCH), batch_size=None, collate_fn=lambda b: b)
-    trainer.fit(module, train_dataloaders=loader, ckpt_path=ckpt_path)
+    callbacks = [SteppedTimer(budget_seconds), *([AnnealWithinMaxTime()] if planner else [])]
+    batches = tiny_batches(tokenizer, BATCHES_PER_EPOCH)
+    trainer = fit_tiny(module, batches, tmp_path, ckpt_path, max_epochs=max_epochs, callbacks=callbacks)
     return trainer, module
 
 
