@@ -85,7 +85,7 @@ def test_mbrola_without_its_programs_is_refused_in_one_line(monkeypatch) -> None
 
 def test_mbrola_voices_speak_digits_when_installed(tmp_path) -> None:
     from asr.data.manifest import read_manifest
-    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_mbrola_split
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_voice_split
     from asr.data.tts import MbrolaSynthesizer, installed_mbrola_voices
 
     if not installed_mbrola_voices():
@@ -97,9 +97,95 @@ def test_mbrola_voices_speak_digits_when_installed(tmp_path) -> None:
     assert slow.dtype == np.float32 and np.sqrt(np.mean(slow**2)) > 0.01 and len(fast) < 0.75 * len(slow)
     with pytest.raises(SpeechpruneError, match="pitch_range"):
         synthesizer.synthesize(TEXT, VoiceSettings(voice, 170, 50, 80))
-    manifest = prepare_mbrola_split(tmp_path, 4, FsddCorpusConfig(), progress=False)
+    manifest = prepare_voice_split(tmp_path, "mbrola", 4, FsddCorpusConfig(), progress=False)
     utterances = read_manifest(manifest)
     assert len(utterances) == 4 and all(u.speaker.startswith("tts:mb-") for u in utterances)
-    assert prepare_mbrola_split(tmp_path, 4, FsddCorpusConfig(), progress=False) == manifest  # resumes
+    assert (
+        prepare_voice_split(tmp_path, "mbrola", 4, FsddCorpusConfig(), progress=False) == manifest
+    )  # resumes
     with pytest.raises(SpeechpruneError, match="other settings"):
-        prepare_mbrola_split(tmp_path, 5, FsddCorpusConfig(), progress=False)
+        prepare_voice_split(tmp_path, "mbrola", 5, FsddCorpusConfig(), progress=False)
+
+
+def test_flite_without_its_program_is_refused_in_one_line(monkeypatch, tmp_path) -> None:
+    import asr.data.tts as tts
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_voice_split
+
+    monkeypatch.setattr(tts.shutil, "which", lambda name: None)
+    assert tts.installed_flite_voices() == ()
+    with pytest.raises(SpeechpruneError, match="apt-get install flite"):
+        prepare_voice_split(tmp_path / "flite", "flite", 4, FsddCorpusConfig(), progress=False)
+    assert not (tmp_path / "flite").exists()  # refused before any work
+    with pytest.raises(SpeechpruneError, match="no synthetic voice engine 'festival'"):
+        prepare_voice_split(tmp_path, "festival", 4, FsddCorpusConfig(), progress=False)
+
+
+def test_flite_settings_outside_their_range_are_refused() -> None:
+    from asr.data.tts import FliteSettings
+
+    with pytest.raises(SpeechpruneError, match="duration_stretch"):
+        FliteSettings("flite-slt", 3.0, 1.0)
+    with pytest.raises(SpeechpruneError, match="f0_shift"):
+        FliteSettings("flite-slt", 1.0, 0.1)
+    with pytest.raises(SpeechpruneError, match="start with 'flite-'"):
+        FliteSettings("slt", 1.0, 1.0)
+
+
+def _median_pitch_hz(speech: np.ndarray, sample_rate: int) -> float:
+    """Median autocorrelation pitch of the loud 40 ms frames (enough to tell a fifth apart)."""
+    window, hop = int(0.04 * sample_rate), int(0.01 * sample_rate)
+    shortest, longest = sample_rate // 400, sample_rate // 60
+    pitches = []
+    for start in range(0, len(speech) - window, hop):
+        frame = speech[start : start + window] - speech[start : start + window].mean()
+        if np.sqrt(np.mean(frame**2)) < 0.02:
+            continue
+        correlation = np.correlate(frame, frame, "full")[window - 1 :]
+        lag = shortest + int(np.argmax(correlation[shortest:longest]))
+        if correlation[lag] > 0.4 * correlation[0]:
+            pitches.append(sample_rate / lag)
+    return float(np.median(pitches))
+
+
+def test_flite_voices_speak_digits_at_the_asked_pace_and_pitch_when_installed(tmp_path) -> None:
+    from asr.data.manifest import read_manifest
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_voice_split
+    from asr.data.tts import FliteSettings, FliteSynthesizer, installed_flite_voices
+
+    if "slt" not in installed_flite_voices():
+        pytest.skip("Flite is not installed (optional: apt-get install flite)")
+    synthesizer = FliteSynthesizer()
+    plain = synthesizer.synthesize(TEXT, FliteSettings("flite-slt", 1.0, 1.0))
+    slow = synthesizer.synthesize(TEXT, FliteSettings("flite-slt", 1.4, 1.0))
+    high = synthesizer.synthesize(TEXT, FliteSettings("flite-slt", 1.0, 1.25))
+    assert plain.dtype == np.float32 and np.sqrt(np.mean(plain**2)) > 0.01
+    assert 1.25 < len(slow) / len(plain) < 1.55
+    pitch_ratio = _median_pitch_hz(high, synthesizer.sample_rate) / _median_pitch_hz(
+        plain, synthesizer.sample_rate
+    )
+    assert 1.15 < pitch_ratio < 1.35
+    with pytest.raises(SpeechpruneError, match="not installed"):
+        synthesizer.synthesize(TEXT, FliteSettings("flite-no-such-voice", 1.0, 1.0))
+    manifest = prepare_voice_split(tmp_path, "flite", 6, FsddCorpusConfig(), progress=False)
+    utterances = read_manifest(manifest)
+    assert len(utterances) == 6 and all(u.speaker.startswith("tts:flite-") for u in utterances)
+    assert all(0.5 < u.duration < 10 for u in utterances)
+    assert (
+        prepare_voice_split(tmp_path, "flite", 6, FsddCorpusConfig(), progress=False) == manifest
+    )  # resumes
+
+
+def test_more_espeak_strings_are_other_draws_than_the_corpus_ones(tmp_path) -> None:
+    from asr.data.manifest import read_manifest
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_voice_split, synthesize_split
+    from asr.data.tts import EspeakSynthesizer, random_voice_settings
+
+    config = FsddCorpusConfig()
+    manifest = prepare_voice_split(tmp_path / "more", "espeak", 3, config, progress=False)
+    more = read_manifest(manifest)
+    corpus = synthesize_split(
+        tmp_path / "corpus", "train_tts", 3, config, EspeakSynthesizer(), random_voice_settings, False
+    )
+    assert len(more) == 3 and all(u.speaker.startswith("tts:en") for u in more)
+    assert [(u.text, u.speaker) for u in more] != [(u.text, u.speaker) for u in corpus]
+    assert prepare_voice_split(tmp_path / "more", "espeak", 3, config, progress=False) == manifest  # resumes

@@ -30,9 +30,15 @@ from common.errors import SpeechpruneError
 from common.fileio import write_json
 
 if TYPE_CHECKING:
-    from asr.data.tts import EspeakSynthesizer, MbrolaSynthesizer, VoiceSettings
+    from asr.data.tts import (
+        EspeakSynthesizer,
+        FliteSettings,
+        FliteSynthesizer,
+        MbrolaSynthesizer,
+        VoiceSettings,
+    )
 
-    Synthesizer = EspeakSynthesizer | MbrolaSynthesizer
+    Synthesizer = EspeakSynthesizer | MbrolaSynthesizer | FliteSynthesizer
 
 REAL_SPLITS = ("train", "valid", "test", "test_speaker")
 
@@ -141,7 +147,7 @@ def synthesize_split(
     count: int,
     config: FsddCorpusConfig,
     synthesizer: Synthesizer,
-    draw_settings: Callable[[random.Random], VoiceSettings],
+    draw_settings: Callable[[random.Random], VoiceSettings | FliteSettings],
     progress: bool,
 ) -> list[Utterance]:
     """``count`` random digit strings, each spoken by a voice from ``draw_settings``, as WAVs under ``name``.
@@ -171,27 +177,32 @@ def synthesize_split(
     return utterances
 
 
-def prepare_mbrola_split(
-    out_dir: str | os.PathLike, count: int, config: FsddCorpusConfig, progress: bool = True
+def prepare_voice_split(
+    out_dir: str | os.PathLike, engine: str, count: int, config: FsddCorpusConfig, progress: bool = True
 ) -> Path:
-    """``out_dir/train_mbrola.jsonl``: digit strings spoken by the installed MBROLA voices (resumable)."""
-    from asr.data.tts import MbrolaSynthesizer, random_mbrola_settings
+    """``out_dir/train_ENGINE.jsonl``: digit strings spoken by an engine's voices, beside the corpus's own
+    ``train_tts`` (``espeak``: more eSpeak NG strings, other draws; ``mbrola``: MBROLA diphone voices
+    through eSpeak NG; ``flite``: Flite's voices; the last two when installed); resumable."""
+    from asr.data import tts
 
+    engines = {
+        "espeak": (tts.EspeakSynthesizer, lambda rng, _voices: tts.random_voice_settings(rng)),
+        "mbrola": (tts.MbrolaSynthesizer, tts.random_mbrola_settings),
+        "flite": (tts.FliteSynthesizer, tts.random_flite_settings),
+    }
+    if engine not in engines:
+        raise SpeechpruneError(f"no synthetic voice engine {engine!r} (have: {', '.join(engines)})")
+    make_synthesizer, draw = engines[engine]
+    synthesizer = make_synthesizer()  # refuses before any work when none of its voices is installed
     out_dir = Path(out_dir)
-    synthesizer = MbrolaSynthesizer()  # refuses before any work when no voice is installed
     _check_same_settings(
         out_dir / "synthetic.json", {"count": count, "voices": list(synthesizer.voices), **asdict(config)}
     )
+    name = f"train_{engine}"
     utterances = synthesize_split(
-        out_dir,
-        "train_mbrola",
-        count,
-        config,
-        synthesizer,
-        lambda rng: random_mbrola_settings(rng, synthesizer.voices),
-        progress,
+        out_dir, name, count, config, synthesizer, lambda rng: draw(rng, synthesizer.voices), progress
     )
-    manifest = out_dir / "train_mbrola.jsonl"
+    manifest = out_dir / f"{name}.jsonl"
     write_manifest(manifest, utterances)
     return manifest
 

@@ -5,10 +5,13 @@ driven through its C API with ctypes. eSpeak's voices combine with its voice var
 tens of male, female and Klatt-synthesised timbres that, with random rate and pitch, give the
 recogniser many more voices than the recorded speakers.
 
-Formant voices are buzzy; MBROLA's diphone voices, cut from recordings of real speakers, sound far more
-natural. eSpeak NG drives them when the ``espeak-ng`` program, ``mbrola`` and a voice database are
-installed (Debian: ``apt-get install espeak-ng mbrola mbrola-us1``, from non-free), so they are optional:
-:func:`installed_mbrola_voices` says which are there.
+Formant voices are buzzy; two optional engines speak in voices made from recordings of real speakers.
+MBROLA's diphone voices, which eSpeak NG drives when the ``espeak-ng`` program, ``mbrola`` and a voice
+database are installed (Debian: ``apt-get install espeak-ng mbrola mbrola-us1``, from non-free), and
+Flite's voices (Debian main: ``apt-get install flite``): one diphone voice (``kal16``) and three
+statistical parametric (clustergen) voices trained on CMU ARCTIC readers (``awb`` Scottish male, ``rms``
+US male, ``slt`` US female), whose durations and pitch contours are learned from connected speech.
+:func:`installed_mbrola_voices` and :func:`installed_flite_voices` say which are there.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import io
 import random
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +208,11 @@ class EspeakSynthesizer:
         self._engine = _engine()
 
     @property
+    def voices(self) -> tuple[str, ...]:
+        """Every English voice and variant it draws from (:func:`english_voice_variants`)."""
+        return _discovered_voice_variants()
+
+    @property
     def sample_rate(self) -> int:
         """The engine's native rate (22050 Hz); callers resample to the corpus rate."""
         return self._engine.sample_rate
@@ -236,7 +245,7 @@ class EspeakSynthesizer:
 
 MBROLA_ENGLISH_VOICES = ("us1", "us2", "us3", "en1")  # US female, US male x2, British male
 MBROLA_DATABASES = Path("/usr/share/mbrola")  # where Debian's mbrola-* packages put the voice databases
-_MBROLA_TIMEOUT_S = 30
+_PROGRAM_TIMEOUT_S = 30  # one utterance of a synthesis program
 _ESPEAK_DEFAULT_RANGE = 50  # the espeak-ng program has no pitch-range option; this is the value it uses
 
 
@@ -278,16 +287,105 @@ class MbrolaSynthesizer:
                 f"the espeak-ng program cannot set pitch_range; MBROLA settings need {_ESPEAK_DEFAULT_RANGE}"
             )
         command = ["espeak-ng", "-v", settings.voice, "-s", str(settings.rate_wpm), "-p", str(settings.pitch)]
-        try:
-            done = subprocess.run(
-                [*command, "--stdout", text], capture_output=True, check=True, timeout=_MBROLA_TIMEOUT_S
+        return _run_synthesis_program(
+            [*command, "--stdout", text], None, settings.voice, text, self.sample_rate
+        )
+
+
+def _run_synthesis_program(
+    command: list[str], output: Path | None, voice: str, text: str, sample_rate: int
+) -> np.ndarray:
+    """Runs a synthesis program that writes a WAV to ``output`` (or to standard output when None) and
+    returns its speech as float32 mono at ``sample_rate``, with about 50 ms of silence at each end."""
+    try:
+        done = subprocess.run(command, capture_output=True, check=True, timeout=_PROGRAM_TIMEOUT_S)
+        source = io.BytesIO(done.stdout) if output is None else output
+        samples, rate = soundfile.read(source, dtype="float32")
+    except (subprocess.SubprocessError, OSError, soundfile.LibsndfileError) as error:
+        raise SpeechpruneError(f"{command[0]} with {voice} failed on {text!r}: {error}") from None
+    if rate != sample_rate:
+        raise SpeechpruneError(f"{voice} speaks at {rate} Hz, expected {sample_rate}")
+    speech = _trim_edges(samples if samples.ndim == 1 else samples.mean(axis=1), rate)
+    if speech.size == 0:
+        raise SpeechpruneError(f"{voice} produced no audible speech for {text!r}")
+    return speech
+
+
+# Flite's English voices: one diphone voice (kal16, US male) and three clustergen voices trained on CMU ARCTIC
+# readers (awb: Scottish male, rms: US male, slt: US female); all speak at 16 kHz ("kal" is kal16 at 8 kHz).
+FLITE_ENGLISH_VOICES = ("kal16", "awb", "rms", "slt")
+_FLITE_RATE = 16000
+_FLITE_STRETCH_RANGE = (0.5, 2.0)
+_FLITE_F0_SHIFT_RANGE = (0.5, 2.0)
+
+
+@dataclass(frozen=True)
+class FliteSettings:
+    """One Flite speaker: a voice (``flite-slt``), its durations stretched (> 1: slower) and its pitch
+    scaled (Flite's ``f0_shift``; ``rms`` keeps its own pitch whatever it is asked)."""
+
+    voice: str
+    duration_stretch: float
+    f0_shift: float
+
+    def __post_init__(self) -> None:
+        if not self.voice.startswith("flite-"):
+            raise SpeechpruneError(
+                f"Flite voice names start with 'flite-' (e.g. 'flite-slt'), not {self.voice!r}"
             )
-            samples, rate = soundfile.read(io.BytesIO(done.stdout), dtype="float32")
-        except (subprocess.SubprocessError, OSError, soundfile.LibsndfileError) as error:
-            raise SpeechpruneError(f"espeak-ng with {settings.voice} failed on {text!r}: {error}") from None
-        if rate != self.sample_rate:
-            raise SpeechpruneError(f"{settings.voice} speaks at {rate} Hz, expected {self.sample_rate}")
-        speech = _trim_edges(samples if samples.ndim == 1 else samples.mean(axis=1), rate)
-        if speech.size == 0:
-            raise SpeechpruneError(f"{settings.voice} produced no audible speech for {text!r}")
-        return speech
+        for name, value, (low, high) in (
+            ("duration_stretch", self.duration_stretch, _FLITE_STRETCH_RANGE),
+            ("f0_shift", self.f0_shift, _FLITE_F0_SHIFT_RANGE),
+        ):
+            if not low <= value <= high:
+                raise SpeechpruneError(f"Flite setting {name}={value} is outside {low}..{high}")
+
+
+def installed_flite_voices() -> tuple[str, ...]:
+    """English Flite voices the ``flite`` program here can speak (none when it is not installed)."""
+    program = shutil.which("flite")
+    if program is None:
+        return ()
+    try:
+        listed = subprocess.run(
+            [program, "-lv"], capture_output=True, text=True, check=True, timeout=_PROGRAM_TIMEOUT_S
+        ).stdout
+    except (subprocess.SubprocessError, OSError):
+        return ()
+    names = set(listed.partition(":")[2].split())  # "Voices available: kal awb_time kal16 awb rms slt"
+    return tuple(voice for voice in FLITE_ENGLISH_VOICES if voice in names)
+
+
+def random_flite_settings(rng: random.Random, voices: tuple[str, ...]) -> FliteSettings:
+    """One Flite speaker: a voice with its durations stretched 0.75-1.35 (a pace about as wide as eSpeak's
+    110-260 words a minute) and its pitch moved up to a major third either way (0.8-1.25)."""
+    return FliteSettings(
+        voice=f"flite-{rng.choice(voices)}",
+        duration_stretch=round(rng.uniform(0.75, 1.35), 3),
+        f0_shift=round(rng.uniform(0.8, 1.25), 3),
+    )
+
+
+class FliteSynthesizer:
+    """Flite's English voices through the ``flite`` program (one process per utterance)."""
+
+    def __init__(self) -> None:
+        self.voices = installed_flite_voices()
+        if not self.voices:
+            raise SpeechpruneError("no English Flite voice is installed: apt-get install flite (Debian main)")
+        self.sample_rate = _FLITE_RATE  # every voice in FLITE_ENGLISH_VOICES; checked on each utterance
+
+    def synthesize(self, text: str, settings: FliteSettings) -> np.ndarray:
+        """Float32 mono speech at ``sample_rate`` with about 50 ms of silence at each end."""
+        voice = settings.voice.removeprefix("flite-")
+        if voice not in self.voices:
+            raise SpeechpruneError(f"Flite voice {settings.voice!r} is not installed (have: {self.voices})")
+        with tempfile.TemporaryDirectory(prefix="speechprune-flite-") as folder:
+            output = Path(folder) / "speech.wav"
+            command = [
+                "flite", "-voice", voice,
+                "--setf", f"duration_stretch={settings.duration_stretch}",
+                "--setf", f"f0_shift={settings.f0_shift}",
+                "-t", text, "-o", str(output),
+            ]  # fmt: skip
+            return _run_synthesis_program(command, output, settings.voice, text, self.sample_rate)

@@ -16,6 +16,7 @@
 #   bash run.sh --stage 9 --stop-stage 9 --loso-speakers "george jackson lucas"   # some folds (one process each)
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tight --loso-against control   # paired against another run
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tempo --join-tempo 1.3   # faster words inside tight strings
+#   bash run.sh --flite-count 1000       # + 1,000 strings in Flite voices (apt-get install flite), likewise --mbrola-count
 #
 # Stages are restartable: each one skips or resumes work that is already done.
 set -euo pipefail
@@ -54,6 +55,14 @@ join_tempo=1.0          # tight strings: words but the last played up to this ma
 mbrola_count=0          # MBROLA diphone-voice training strings (--mbrola-count 1000: made when MBROLA voices are
                         # installed; 0: neither made nor trained on, even when data/mbrola exists). Off: at the
                         # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (README, New voices)
+espeak=true             # train on the 2,000 eSpeak NG strings of data/corpus/train_tts.jsonl (--no-espeak: real
+                        # strings alone; the file is still built, the tokenizer still reads it)
+more_espeak=0           # eSpeak NG strings beside the corpus's 2,000 (--more-espeak 2000: data/espeak, other draws).
+                        # Off: at the recipe's budget held-out george -1.95, nicolas +1.45 points (fluent probe
+                        # -1.19 / +2.94; README, New voices)
+flite_count=0           # Flite training strings (--flite-count 1000: made when the flite program is installed,
+                        # Debian main; 0: neither made nor trained on, even when data/flite exists). Off: at the
+                        # recipe's budget held-out george -2.82, nicolas +10.62 points (README, New voices)
 loso_speakers=""        # stage 9: only these folds ("george nicolas"): split the six across processes or machines
 loso_against=""         # stage 9: NAME of another run under exp/loso/ (its control) to compare with, fold by fold
 
@@ -78,10 +87,13 @@ while [[ $# -gt 0 ]]; do
     --loso-epochs) loso_epochs="$2"; shift 2 ;;
     --tight-fraction) tight_fraction="$2"; shift 2 ;;
     --mbrola-count) mbrola_count="$2"; shift 2 ;;
+    --flite-count) flite_count="$2"; shift 2 ;;
+    --no-espeak) espeak=false; shift ;;
+    --more-espeak) more_espeak="$2"; shift 2 ;;
     --join-tempo) join_tempo="$2"; shift 2 ;;
     --loso-speakers) loso_speakers="$2"; shift 2 ;;
     --loso-against) loso_against="$2"; shift 2 ;;
-    -h|--help) sed -n '2,20p' "$(basename "$0")"; exit 0 ;;
+    -h|--help) sed -n '2,21p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -118,29 +130,60 @@ search_dir=$(dirname "$exp")/search
 fsdd_args=()
 [[ -n "$fsdd_dir" ]] && fsdd_args=(--fsdd-dir "$fsdd_dir")
 
-# The training speech of a corpus folder: its real strings, the eSpeak NG strings, the MBROLA ones if made
-# (only with --mbrola-count N > 0).
+# The training speech of a corpus folder: its real strings, the eSpeak NG strings (unless --no-espeak), the
+# MBROLA and Flite ones if made (only with --mbrola-count N > 0 / --flite-count N > 0).
 train_manifests() {
-  local list="$1/train.jsonl,$data/corpus/train_tts.jsonl"
+  local list="$1/train.jsonl"
+  $espeak && list+=",$data/corpus/train_tts.jsonl"
+  [[ $more_espeak -gt 0 && -f "$data/espeak/train_espeak.jsonl" ]] && list+=",$data/espeak/train_espeak.jsonl"
   [[ $mbrola_count -gt 0 && -f "$data/mbrola/train_mbrola.jsonl" ]] && list+=",$data/mbrola/train_mbrola.jsonl"
+  [[ $flite_count -gt 0 && -f "$data/flite/train_flite.jsonl" ]] && list+=",$data/flite/train_flite.jsonl"
   echo "[$list]"
+}
+
+# Optional strings in voices made from real speakers: synthetic_voices ENGINE COUNT INSTALL-HINT
+synthetic_voices() {
+  local engine=$1 count=$2 hint=$3 voices
+  [[ $count -gt 0 ]] || return 0
+  voices=$(python local/synthetic_voices.py "$engine")
+  if [[ -z "$voices" ]]; then
+    echo "== stage 0: no $engine voice installed, training without them (optional: $hint)"
+    return 0
+  fi
+  $quick && count=40
+  echo "== stage 0: $count strings in $engine voices ($voices) -> $data/$engine"
+  speechprune synthesize-voices --engine "$engine" --out "$data/$engine" --count "$count"
 }
 
 if [[ $stage -le 0 && $stop_stage -ge 0 ]]; then
   echo "== stage 0: connected-digit corpus from FSDD -> $data/corpus"
   speechprune prepare-fsdd "${fsdd_args[@]}" --download-to "$data/fsdd" --out "$data/corpus" \
     --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${corpus_sizes[@]}"
-  voices=$(python local/mbrola_voices.py)
-  if [[ $mbrola_count -le 0 ]]; then
-    :
-  elif [[ -z "$voices" ]]; then
-    echo "== stage 0: no MBROLA voice installed, training without them (optional, Debian non-free:" \
-      "apt-get install espeak-ng mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1)"
-  else
-    $quick && mbrola_count=40
-    echo "== stage 0: $mbrola_count strings in MBROLA voices ($voices) -> $data/mbrola"
-    speechprune synthesize-mbrola --out "$data/mbrola" --count "$mbrola_count"
+  if [[ $more_espeak -gt 0 ]]; then
+    $quick && more_espeak=40
+    echo "== stage 0: $more_espeak more strings in eSpeak NG voices -> $data/espeak"
+    speechprune synthesize-voices --engine espeak --out "$data/espeak" --count "$more_espeak"
   fi
+  synthetic_voices mbrola "$mbrola_count" \
+    "Debian non-free: apt-get install espeak-ng mbrola mbrola-us1 mbrola-us2 mbrola-us3 mbrola-en1"
+  synthetic_voices flite "$flite_count" "Debian main: apt-get install flite"
+fi
+
+# Extra strings asked for but not on disk: say so before any training, rather than train without them
+# unnoticed. eSpeak NG is always installed, so its strings missing means stage 0 ran without the option;
+# MBROLA and Flite may simply not be installed (stage 0 said so), so those only warn.
+if [[ $stop_stage -ge 2 ]]; then
+  if [[ $more_espeak -gt 0 && ! -f "$data/espeak/train_espeak.jsonl" ]]; then
+    echo "run.sh: --more-espeak $more_espeak: $data/espeak/train_espeak.jsonl is missing;" \
+      "run stage 0 with the same option first" >&2
+    exit 2
+  fi
+  for engine_count in "mbrola:$mbrola_count" "flite:$flite_count"; do
+    engine=${engine_count%%:*}
+    if [[ ${engine_count#*:} -gt 0 && ! -f "$data/$engine/train_$engine.jsonl" ]]; then
+      echo "run.sh: warning: training without $engine strings: $data/$engine/train_$engine.jsonl is missing" >&2
+    fi
+  done
 fi
 
 if [[ $stage -le 1 && $stop_stage -ge 1 ]]; then

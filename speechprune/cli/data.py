@@ -31,11 +31,11 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _synthesize_mbrola(args: argparse.Namespace) -> int:
-    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_mbrola_split
+def _synthesize_voices(args: argparse.Namespace) -> int:
+    from asr.data.prepare_fsdd import FsddCorpusConfig, prepare_voice_split
 
     config = FsddCorpusConfig(sample_rate=args.sample_rate, seed=args.seed)
-    print(f"train_mbrola: {prepare_mbrola_split(args.out, args.count, config)}")
+    print(f"train_{args.engine}: {prepare_voice_split(args.out, args.engine, args.count, config)}")
     return 0
 
 
@@ -102,20 +102,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     prepare.set_defaults(handler=_prepare_fsdd)
 
-    mbrola = commands.add_parser(
-        "synthesize-mbrola",
-        help="connected-digit training strings in MBROLA diphone voices",
-        description="Digit strings spoken by eSpeak NG through the installed English MBROLA voices (us1, "
-        "us2, us3, en1) at random rates and pitches, joined and levelled like the FSDD strings (training "
-        "only). "
-        "Needs the espeak-ng program, mbrola and a voice (Debian non-free: apt-get install espeak-ng mbrola "
-        "mbrola-us1). Writes OUT/train_mbrola.jsonl; resumable.",
+    voices = commands.add_parser(
+        "synthesize-voices",
+        help="connected-digit training strings in synthetic voices (eSpeak NG, MBROLA, Flite)",
+        description="Digit strings spoken by an engine's English voices at random rates and pitches, joined "
+        "and levelled like the FSDD strings (training only). --engine espeak: eSpeak NG's formant voices "
+        "(other draws than prepare-fsdd's train_tts); --engine mbrola: eSpeak NG "
+        "through the MBROLA diphone voices us1, us2, us3, en1 (Debian non-free: apt-get install espeak-ng "
+        "mbrola mbrola-us1); --engine flite: Flite's kal16, awb, rms and slt (Debian main: apt-get install "
+        "flite). Writes OUT/train_ENGINE.jsonl; resumable.",
     )
-    mbrola.add_argument("--out", required=True, help="output folder for WAVs and the manifest")
-    mbrola.add_argument("--count", type=positive_int, default=1000, help="utterances to synthesize")
-    mbrola.add_argument("--sample-rate", type=positive_int, default=8000, help="output rate in Hz")
-    mbrola.add_argument("--seed", type=int, default=20240, help="seed of every random draw")
-    mbrola.set_defaults(handler=_synthesize_mbrola)
+    voices.add_argument(
+        "--engine", required=True, choices=("espeak", "mbrola", "flite"), help="synthesis engine"
+    )
+    voices.add_argument("--out", required=True, help="output folder for WAVs and the manifest")
+    voices.add_argument("--count", type=positive_int, default=1000, help="utterances to synthesize")
+    voices.add_argument("--sample-rate", type=positive_int, default=8000, help="output rate in Hz")
+    voices.add_argument("--seed", type=int, default=20240, help="seed of every random draw")
+    voices.set_defaults(handler=_synthesize_voices)
 
     libri = commands.add_parser(
         "prepare-librispeech",
