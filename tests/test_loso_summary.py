@@ -197,3 +197,70 @@ def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "'carol'" in done.stderr and "alice bob" in done.stderr
     assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()
+
+
+SEEDS = RECIPE / "local" / "loso_seeds.py"
+
+
+def _seeds(*args: Path | str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SEEDS), *map(str, args)], capture_output=True, text=True, check=False
+    )
+
+
+def test_a_lever_over_seeds_counts_only_beyond_the_controls_seed_spread(tmp_path):
+    """A fold is better only when every lever seed beats every control seed, worse when every one is behind,
+    else inside the spread; folds some run lacks or scored on other audio are left out."""
+    control = [tmp_path / "control_s1", tmp_path / "control_s2"]
+    lever = [tmp_path / "lever_s1", tmp_path / "lever_s2"]
+    # alice: lever seeds 10, 12 against control 20, 30: better; bob: 41, 45 against 30, 40: worse;
+    # carol: 15, 35 against 20, 30: inside (the lever's mean equals the control's)
+    for speaker, control_errors, lever_errors in (
+        ("alice", (20, 30), (10, 12)),
+        ("bob", (30, 40), (41, 45)),
+        ("carol", (20, 30), (15, 35)),
+    ):
+        for folder, errors in zip(control + lever, control_errors + lever_errors, strict=True):
+            _fold(folder, speaker, errors, 100, probe_errors=errors, audio="same")
+    _fold(control[0], "dave", 5, 100, probe_errors=5)  # in one run only
+    for folder, audio in zip(control + lever, ("x", "x", "x", "y"), strict=True):
+        _fold(folder, "erin", 5, 100, probe_errors=5, audio=audio)  # lever_s2 scored other audio
+    out = tmp_path / "out"
+    done = _seeds("--lever", *lever, "--control", *control, "--out", out)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((out / "seeds.json").read_text())
+    assert result["folds_left_out_other_audio"] == ["erin"] and "erin: scored on other audio" in done.stderr
+    assert result["folds_left_out_unfinished"] == ["dave"] and "dave: not finished by every" in done.stderr
+    pause = result["measures"]["wer"]
+    assert [f["speaker"] for f in pause["folds"]] == ["alice", "bob", "carol"]
+    assert [f["verdict"] for f in pause["folds"]] == ["better", "worse", "inside the seed spread"]
+    assert [f["change_points"] for f in pause["folds"]] == [-14.0, 8.0, 0.0]
+    assert [f["control_range_points"] for f in pause["folds"]] == [10.0, 10.0, 10.0]
+    assert pause["mean_control"] == pytest.approx(0.85 / 3) and pause["mean_lever"] == pytest.approx(0.79 / 3)
+    assert pause["verdicts"] == {"better": 1, "worse": 1, "inside the seed spread": 1}
+    assert result["measures"]["probe_wer"]["verdicts"] == pause["verdicts"]
+    table = (out / "seeds.md").read_text()
+    assert "| alice | 25.00% (20.00, 30.00) | 11.00% (10.00, 12.00) | -14.00 | 10.00 | better |" in table
+    assert "1 better, 1 worse, 1 inside the seed spread" in table and "fluent probe" in table
+    rows = (out / "seeds.csv").read_text().splitlines()
+    assert rows[0] == "measure,arm,run,speaker,wer" and len(rows) == 1 + 2 * 3 * 4  # measures, folds, runs
+    assert (out / "seeds.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_seed_comparison_that_cannot_be_made_is_a_one_line_error(tmp_path):
+    _fold(tmp_path / "c1", "alice", 1, 10)
+    _fold(tmp_path / "c2", "alice", 2, 10)
+    _fold(tmp_path / "lever", "alice", 1, 10)
+    _fold(tmp_path / "bob_only", "bob", 1, 10)
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    for args, problem in (
+        (["--lever", tmp_path / "lever", "--control", tmp_path / "c1"], "two or more runs of the control"),
+        (["--lever", tmp_path / "c1", "--control", tmp_path / "c1", tmp_path / "c2"], "given twice"),
+        (["--lever", tmp_path / "empty", "--control", tmp_path / "c1", tmp_path / "c2"], "holds no"),
+        (["--lever", tmp_path / "bob_only", "--control", tmp_path / "c1", tmp_path / "c2"], "no fold"),
+    ):
+        done = _seeds(*args, "--out", out)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert problem in done.stderr
+    assert not out.exists()

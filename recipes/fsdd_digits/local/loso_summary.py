@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import sys
 from pathlib import Path
@@ -39,7 +38,9 @@ def _probe(eval_dir: Path) -> dict:
     return {f"probe_{key}": summary.get(key) for key in keys}
 
 
-def _rows(loso_dir: Path) -> list[dict]:
+def fold_rows(loso_dir: Path) -> list[dict]:
+    """One row per fold the run finished: its figures on both measures, epochs, fingerprints (read by
+    ``loso_seeds.py`` too)."""
     rows = []
     for summary_path in sorted(loso_dir.glob("*/eval/test_speaker.summary.json")):
         summary = json.loads(summary_path.read_text())
@@ -89,10 +90,9 @@ def _mean(rows: list[dict], key: str) -> float | None:
 def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     """Bars per held-out speaker, one colour per run, each run's mean as a dashed line; a second panel for
     the fluent probe when every fold of every run has it."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    from speechprune.figures import save_png
 
     measures = [
         (key, label) for key, _, label in MEASURES if all(_mean(r, key) is not None for r in runs.values())
@@ -112,12 +112,7 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
         axes.set_title(f"{label}")
         axes.legend(fontsize="small")
     figure.suptitle(title)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120)
-    plt.close(figure)
-    with atomic_open(path, "wb") as handle:
-        handle.write(buffer.getvalue())
+    save_png(figure, path)
 
 
 def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list[dict]) -> None:
@@ -228,11 +223,11 @@ def main() -> int:
         "--against", type=Path, help="another run's folder (its control): compared on the folds both finished"
     )
     args = parser.parse_args()
-    rows = _rows(args.loso_dir)
+    rows = fold_rows(args.loso_dir)
     if not rows:
         print(f"loso_summary: {args.loso_dir} holds no */eval/test_speaker.summary.json", file=sys.stderr)
         return 2
-    other_rows = _rows(args.against) if args.against else []
+    other_rows = fold_rows(args.against) if args.against else []
     problem = _against_problem(args.loso_dir, rows, args.against, other_rows) if args.against else None
     if problem:
         print(f"loso_summary: --against {args.against}: {problem}", file=sys.stderr)
