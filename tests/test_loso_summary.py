@@ -210,18 +210,21 @@ def _seeds(*args: Path | str) -> subprocess.CompletedProcess:
 
 def test_a_lever_over_seeds_counts_only_beyond_the_controls_seed_spread(tmp_path):
     """A fold is better only when every lever seed beats every control seed, worse when every one is behind,
-    else inside the spread; folds some run lacks or scored on other audio are left out."""
+    else inside the spread, and level under half a point whatever the seeds; folds some run lacks or scored
+    on other audio are left out."""
     control = [tmp_path / "control_s1", tmp_path / "control_s2"]
     lever = [tmp_path / "lever_s1", tmp_path / "lever_s2"]
     # alice: lever seeds 10, 12 against control 20, 30: better; bob: 41, 45 against 30, 40: worse;
-    # carol: 15, 35 against 20, 30: inside (the lever's mean equals the control's)
-    for speaker, control_errors, lever_errors in (
-        ("alice", (20, 30), (10, 12)),
-        ("bob", (30, 40), (41, 45)),
-        ("carol", (20, 30), (15, 35)),
+    # carol: 15, 37 against 20, 30: inside (a point behind, in a 10-point spread); fred: 19.9, 19.8
+    # against 20, 20 (per 100 words, of 1,000): every lever seed ahead, by 0.15 points: level
+    for speaker, control_errors, lever_errors, words in (
+        ("alice", (20, 30), (10, 12), 100),
+        ("bob", (30, 40), (41, 45), 100),
+        ("carol", (20, 30), (15, 37), 100),
+        ("fred", (200, 200), (199, 198), 1000),
     ):
         for folder, errors in zip(control + lever, control_errors + lever_errors, strict=True):
-            _fold(folder, speaker, errors, 100, probe_errors=errors, audio="same")
+            _fold(folder, speaker, errors, words, probe_errors=errors, audio="same")
     _fold(control[0], "dave", 5, 100, probe_errors=5)  # in one run only
     for folder, audio in zip(control + lever, ("x", "x", "x", "y"), strict=True):
         _fold(folder, "erin", 5, 100, probe_errors=5, audio=audio)  # lever_s2 scored other audio
@@ -232,18 +235,24 @@ def test_a_lever_over_seeds_counts_only_beyond_the_controls_seed_spread(tmp_path
     assert result["folds_left_out_other_audio"] == ["erin"] and "erin: scored on other audio" in done.stderr
     assert result["folds_left_out_unfinished"] == ["dave"] and "dave: not finished by every" in done.stderr
     pause = result["measures"]["wer"]
-    assert [f["speaker"] for f in pause["folds"]] == ["alice", "bob", "carol"]
-    assert [f["verdict"] for f in pause["folds"]] == ["better", "worse", "inside the seed spread"]
-    assert [f["change_points"] for f in pause["folds"]] == [-14.0, 8.0, 0.0]
-    assert [f["control_range_points"] for f in pause["folds"]] == [10.0, 10.0, 10.0]
-    assert pause["mean_control"] == pytest.approx(0.85 / 3) and pause["mean_lever"] == pytest.approx(0.79 / 3)
-    assert pause["verdicts"] == {"better": 1, "worse": 1, "inside the seed spread": 1}
+    assert [f["speaker"] for f in pause["folds"]] == ["alice", "bob", "carol", "fred"]
+    assert [f["verdict"] for f in pause["folds"]] == ["better", "worse", "inside the seed spread", "level"]
+    assert [f["change_points"] for f in pause["folds"]] == [-14.0, 8.0, 1.0, -0.15]
+    assert [f["control_range_points"] for f in pause["folds"]] == [10.0, 10.0, 10.0, 0.0]
+    assert pause["mean_control"] == pytest.approx(1.05 / 4)
+    assert pause["mean_lever"] == pytest.approx(0.9985 / 4)
+    assert pause["verdicts"] == {"better": 1, "worse": 1, "inside the seed spread": 1, "level": 1}
     assert result["measures"]["probe_wer"]["verdicts"] == pause["verdicts"]
     table = (out / "seeds.md").read_text()
     assert "| alice | 25.00% (20.00, 30.00) | 11.00% (10.00, 12.00) | -14.00 | 10.00 | better |" in table
-    assert "1 better, 1 worse, 1 inside the seed spread" in table and "fluent probe" in table
+    assert "1 better, 1 worse, 1 inside the seed spread, 1 level" in table and "fluent probe" in table
     rows = (out / "seeds.csv").read_text().splitlines()
-    assert rows[0] == "measure,arm,run,speaker,wer" and len(rows) == 1 + 2 * 3 * 4  # measures, folds, runs
+    assert rows[0] == "measure,arm,run,speaker,wer" and len(rows) == 1 + 2 * 4 * 4  # measures, folds, runs
+    strict = _seeds(
+        "--lever", *lever, "--control", *control, "--out", tmp_path / "strict", "--level-within", 0
+    )
+    fred = json.loads((tmp_path / "strict" / "seeds.json").read_text())["measures"]["wer"]["folds"][3]
+    assert strict.returncode == 0 and fred["verdict"] == "better"  # the control: no band, the seeds decide
     assert (out / "seeds.png").read_bytes()[:4] == b"\x89PNG"
 
 
@@ -259,6 +268,18 @@ def test_a_seed_comparison_that_cannot_be_made_is_a_one_line_error(tmp_path):
         (["--lever", tmp_path / "c1", "--control", tmp_path / "c1", tmp_path / "c2"], "given twice"),
         (["--lever", tmp_path / "empty", "--control", tmp_path / "c1", tmp_path / "c2"], "holds no"),
         (["--lever", tmp_path / "bob_only", "--control", tmp_path / "c1", tmp_path / "c2"], "no fold"),
+        (
+            [
+                "--lever",
+                tmp_path / "lever",
+                "--control",
+                tmp_path / "c1",
+                tmp_path / "c2",
+                "--level-within",
+                "-1",
+            ],
+            "--level-within",
+        ),
     ):
         done = _seeds(*args, "--out", out)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr

@@ -34,6 +34,23 @@ def test_epochs_differ_and_repeat_with_the_seed():
     assert list(sampler) == first and second != first
 
 
+def test_sorted_epochs_go_shortest_first_then_shuffle():
+    """SortaGrad: ascending batch lengths in the first epochs on every rank, the usual shuffle after."""
+
+    def longest(batches: list[list[int]]) -> list[float]:
+        return [max(DURATIONS[i] for i in batch) for batch in batches]
+
+    for rank in range(2):
+        sampler = BucketBatchSampler(DURATIONS, 30.0, seed=3, num_replicas=2, rank=rank, sorted_epochs=2)
+        for epoch in (0, 1):
+            sampler.set_epoch(epoch)
+            assert longest(list(sampler)) == sorted(longest(list(sampler)))
+        sampler.set_epoch(2)
+        shuffled = BucketBatchSampler(DURATIONS, 30.0, seed=3, num_replicas=2, rank=rank)
+        shuffled.set_epoch(2)
+        assert list(sampler) == list(shuffled) and longest(list(sampler)) != sorted(longest(list(sampler)))
+
+
 def test_ranks_get_disjoint_batches_of_equal_count():
     shards = [list(BucketBatchSampler(DURATIONS, 30.0, num_replicas=3, rank=r, seed=1)) for r in range(3)]
     assert len({len(s) for s in shards}) == 1

@@ -348,3 +348,55 @@ def test_ddp_validation_scores_every_utterance_once(tiny_corpus):
         datamodule.setup("validate")
         scored += [index for batch in datamodule.val_dataloader().batch_sampler for index in batch]
     assert sorted(scored) == list(range(len(read_manifest(tiny_corpus["valid"]))))
+
+
+def test_each_epoch_draws_its_own_batches_in_a_fit_and_after_a_resume(tiny_corpus, tmp_path):
+    """Lightning never tells a batch sampler the epoch, and draws a fit's first batches before any hook
+    runs: the data module's sampler reads the trainer's epoch instead, so a fit's epochs differ, each is
+    the sampler's order for that epoch, and a resumed fit goes on with the next epoch's order."""
+    import lightning as L
+
+    from asr.training import build_trainer
+
+    data = DataConfig(
+        train_manifests=[str(tiny_corpus["train"])],
+        valid_manifest=str(tiny_corpus["valid"]),
+        max_batch_seconds=8.0,
+        num_workers=0,
+        seed=5,
+    )
+    seen: list[list[list[int]]] = []
+
+    class Recorder(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(1))
+
+        def on_train_epoch_start(self) -> None:
+            seen.append([])
+
+        def training_step(self, batch, index: int) -> torch.Tensor:
+            seen[-1].append(list(batch.indices))
+            return self.weight.sum()
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def fit(epochs: int, resume: Path | None = None) -> L.Trainer:
+        options = {"max_epochs": epochs, "limit_val_batches": 0, "enable_progress_bar": False}
+        trainer = build_trainer({"trainer": options}, tmp_path, [])
+        datamodule = SpeechDataModule(data, Tokenizer.load(tiny_corpus["tokenizer"]), 8000)
+        trainer.fit(Recorder(), datamodule=datamodule, ckpt_path=resume)
+        return trainer
+
+    fit(2).save_checkpoint(tmp_path / "two.ckpt")
+    fit(3, resume=tmp_path / "two.ckpt")
+
+    durations = [u.duration for u in read_manifest(tiny_corpus["train"])]
+    expected = []
+    for epoch in range(3):
+        sampler = BucketBatchSampler(durations, max_batch_seconds=8.0, seed=5)
+        sampler.set_epoch(epoch)
+        expected.append(list(sampler))
+    assert seen == expected
+    assert expected[0] != expected[1] != expected[2]

@@ -16,7 +16,8 @@ from asr.tokenizer import Tokenizer
 
 @dataclass
 class DataConfig:
-    """Where the data is and how it is batched. ``max_duration`` drops overlong training utterances."""
+    """Where the data is and how it is batched. ``max_duration`` drops overlong training utterances;
+    ``sorted_epochs`` feeds the first training epochs shortest batch first (SortaGrad, see the sampler)."""
 
     train_manifests: list[str] = field(default_factory=list)
     valid_manifest: str = ""
@@ -25,6 +26,7 @@ class DataConfig:
     max_duration: float = 30.0
     num_workers: int = 1
     seed: int = 0
+    sorted_epochs: int = 0
 
 
 class SpeechDataModule(L.LightningDataModule):
@@ -68,6 +70,9 @@ class SpeechDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else 1,
             rank=trainer.global_rank if trainer else 0,
             even_ranks=train,  # validation: every utterance once (see BucketBatchSampler)
+            sorted_epochs=self.config.sorted_epochs if train else 0,
+            # a new order every epoch, the right one when a fit resumes (see BucketBatchSampler._epoch)
+            epoch_source=(lambda: trainer.current_epoch) if (train and trainer) else None,
         )
         return DataLoader(
             SpeechDataset(utterances, self.tokenizer, self.sample_rate, augment),

@@ -8,12 +8,17 @@ leave the others waiting forever. Validation only reduces its counts once, at th
 there ranks split the batches without repeats (``even_ranks=False``) and every utterance is scored once:
 the validation WER is the corpus WER, not one with some utterances counted twice (unless there are
 fewer batches than ranks: then every rank still gets one, and some repeat).
+
+``sorted_epochs`` is SortaGrad (Amodei et al., Deep Speech 2, 2016): the first epochs take their batches
+shortest first. A CTC model starts on a plateau where it emits only blanks, and how long it stays there
+varies with the seed (3 to 9 of the digits recipe's 22 epochs); short utterances have few alignments to
+choose between, so they are the easiest way off it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -30,9 +35,13 @@ class BucketBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         even_ranks: bool = True,
+        sorted_epochs: int = 0,
+        epoch_source: Callable[[], int] | None = None,
     ) -> None:
         if max_batch_seconds <= 0 or max_batch_size < 1:
             raise ValueError("max_batch_seconds and max_batch_size must be positive")
+        if sorted_epochs < 0:
+            raise ValueError("sorted_epochs must be 0 or more")
         self.durations = list(durations)
         self.max_batch_seconds = max_batch_seconds
         self.max_batch_size = max_batch_size
@@ -41,14 +50,27 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.even_ranks = even_ranks
+        self.sorted_epochs = sorted_epochs
+        self.epoch_source = epoch_source
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning each epoch so that every epoch (and every rank alike) draws a new order."""
+        """Every epoch (and every rank alike) draws a new order; ``epoch_source``, when given, wins."""
         self.epoch = epoch
 
+    def _epoch(self) -> int:
+        """The epoch whose order to draw: ``epoch_source()`` (a trainer's epoch counter) or ``set_epoch``'s.
+
+        Lightning calls ``set_epoch`` on a loader's ``sampler`` and ``batch_sampler.sampler``, never on the
+        batch sampler itself (Lightning-AI/pytorch-lightning#13316, narrowed again by #16826), and a fit
+        draws its first epoch's batches before any hook runs, a resumed fit included; so the data module
+        passes the trainer's counter, read when the batches are drawn, instead of waiting to be told.
+        """
+        return self.epoch_source() if self.epoch_source is not None else self.epoch
+
     def _batches(self) -> list[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        epoch = self._epoch()
+        generator = torch.Generator().manual_seed(self.seed + epoch)
         # sort by duration with a little jitter so that bucket membership changes between epochs
         jitter = torch.rand(len(self.durations), generator=generator) * 0.1 if self.shuffle else None
         keys = torch.tensor(self.durations) + (jitter if jitter is not None else 0)
@@ -64,7 +86,7 @@ class BucketBatchSampler(Sampler[list[int]]):
             longest = max(longest, duration)
         if current:
             batches.append(current)
-        if self.shuffle:
+        if self.shuffle and epoch >= self.sorted_epochs:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
         return batches
 

@@ -6,7 +6,10 @@ of the same recipe, on the same machine and audio). This script takes the runs o
 seed, as ``stage 9`` writes them) and, per fold that every run finished on the same audio, reports each
 arm's seeds, their mean and range, and a verdict that needs no distributional assumption: **better** when
 every lever seed beats every control seed, **worse** when every lever seed is behind every control seed,
-else **inside the seed spread**. With two or three seeds an arm that verdict is coarse, and says so.
+else **inside the seed spread**. With two or three seeds an arm that verdict is coarse, and says so. Seeds
+that happen to agree leave no spread at all (two seeds of the recipe read 22.19% both on ``george``), and
+then a couple of words would decide; a change of means under ``--level-within`` points (0.5 by default,
+12 of a fold's 2,411 words) is **level** whatever the seeds say.
 
     python local/loso_seeds.py --lever exp/loso/flite_t44 exp/loso/flite_t44_s2 \\
         --control exp/loso/control_f44 exp/loso/control_f44_s2 exp/loso/control_f44_s3 \\
@@ -30,7 +33,13 @@ from common.fileio import atomic_open, write_json
 FINGERPRINTS = ("audio_sha256", "probe_audio_sha256")
 
 
-def _verdict(lever: list[float], control: list[float]) -> str:
+VERDICTS = ("better", "worse", "inside the seed spread", "level")
+
+
+def _verdict(lever: list[float], control: list[float], level_points: float) -> str:
+    change_points = 100 * abs(sum(lever) / len(lever) - sum(control) / len(control))
+    if change_points < level_points:
+        return "level"
     if max(lever) < min(control):
         return "better"
     if min(lever) > max(control):
@@ -53,9 +62,10 @@ def _arm(values: list[float]) -> dict:
     return {"seeds": values, "mean": sum(values) / len(values), "min": min(values), "max": max(values)}
 
 
-def compare(lever_dirs: list[Path], control_dirs: list[Path]) -> dict:
-    """Per fold and measure, both arms' seeds and the verdict; the means over folds of each arm's seed
-    means. Raises ValueError naming the problem when the runs cannot be compared."""
+def compare(lever_dirs: list[Path], control_dirs: list[Path], level_points: float = 0.5) -> dict:
+    """Per fold and measure, both arms' seeds and the verdict (``level`` under ``level_points``); the means
+    over folds of each arm's seed means. Raises ValueError naming the problem when the runs cannot be
+    compared."""
     runs = {}
     for folder in [*lever_dirs, *control_dirs]:
         rows = fold_rows(folder)
@@ -73,6 +83,7 @@ def compare(lever_dirs: list[Path], control_dirs: list[Path]) -> dict:
     result = {
         "lever": [str(folder) for folder in lever_dirs],
         "control": [str(folder) for folder in control_dirs],
+        "level_within_points": level_points,
         "folds_left_out_other_audio": other_audio,
         # finished by some runs only: a fold judged on fewer seeds than the others would mislead
         "folds_left_out_unfinished": sorted(set().union(*runs.values()) - set(folds) - set(other_audio)),
@@ -90,7 +101,7 @@ def compare(lever_dirs: list[Path], control_dirs: list[Path]) -> dict:
                     "control": _arm(control),
                     "change_points": round(100 * (_arm(lever)["mean"] - _arm(control)["mean"]), 2),
                     "control_range_points": round(100 * (max(control) - min(control)), 2),
-                    "verdict": _verdict(lever, control),
+                    "verdict": _verdict(lever, control, level_points),
                 }
             )
         lever_mean = sum(fold["lever"]["mean"] for fold in per_fold) / len(per_fold)
@@ -102,8 +113,7 @@ def compare(lever_dirs: list[Path], control_dirs: list[Path]) -> dict:
             "mean_control": control_mean,
             "mean_change_points": round(100 * (lever_mean - control_mean), 2),
             "verdicts": {
-                verdict: sum(fold["verdict"] == verdict for fold in per_fold)
-                for verdict in ("better", "worse", "inside the seed spread")
+                verdict: sum(fold["verdict"] == verdict for fold in per_fold) for verdict in VERDICTS
             },
         }
     return result
@@ -183,7 +193,17 @@ def main() -> int:
         "--control", type=Path, nargs="+", required=True, help="the control's runs, one per seed (2 or more)"
     )
     parser.add_argument("--out", type=Path, required=True, help="folder for seeds.{csv,json,md,png}")
+    parser.add_argument(
+        "--level-within",
+        type=float,
+        default=0.5,
+        metavar="POINTS",
+        help="a change of means under this many WER points is level (default 0.5)",
+    )
     args = parser.parse_args()
+    if args.level_within < 0:
+        print("loso_seeds: --level-within: must be 0 or more points", file=sys.stderr)
+        return 2
     if len(args.control) < 2:
         print("loso_seeds: --control: a seed spread needs two or more runs of the control", file=sys.stderr)
         return 2
@@ -192,7 +212,7 @@ def main() -> int:
         print(f"loso_seeds: {', '.join(repeated)} given twice", file=sys.stderr)
         return 2
     try:
-        result = compare(args.lever, args.control)
+        result = compare(args.lever, args.control, args.level_within)
     except ValueError as error:
         print(f"loso_seeds: {error}", file=sys.stderr)
         return 2
