@@ -15,10 +15,10 @@ from asr.transcribe import FileTranscriber
 
 @pytest.fixture(scope="module")
 def long_file(tiny_corpus, tmp_path_factory):
-    """The tiny test utterances one after another (about 30 s), at 16 kHz: the model runs at 8 kHz, so
-    every span is resampled on its own."""
+    """The tiny validation and test utterances one after another (about 36 s), at 16 kHz: the model runs at
+    8 kHz, so every span is resampled on its own."""
     pieces = []
-    for utterance in read_manifest(tiny_corpus["test"]):
+    for utterance in read_manifest(tiny_corpus["valid"]) + read_manifest(tiny_corpus["test"]):
         pieces += [read_audio(utterance.audio_filepath, 16000), np.zeros(3200, np.float32)]
     path = tmp_path_factory.mktemp("long") / "long.wav"
     sf.write(path, np.concatenate(pieces), 16000)

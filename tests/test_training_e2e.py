@@ -351,12 +351,13 @@ def test_ddp_validation_scores_every_utterance_once(tiny_corpus):
 
 
 def test_each_epoch_draws_its_own_batches_in_a_fit_and_after_a_resume(tiny_corpus, tmp_path):
-    """Lightning never tells a batch sampler the epoch, and draws a fit's first batches before any hook
-    runs: the data module's sampler reads the trainer's epoch instead, so a fit's epochs differ, each is
-    the sampler's order for that epoch, and a resumed fit goes on with the next epoch's order."""
+    """Lightning never tells a batch sampler the epoch, and draws a resumed fit's first batches before it
+    restores its loops: the data module gives its sampler the epoch (from its own checkpoint state until
+    then), so a fit's epochs differ, each is the sampler's order for that epoch, and a resumed fit goes on
+    with the next epoch's order."""
     import lightning as L
 
-    from asr.training import build_trainer
+    from asr.training import build_trainer, latest_checkpoint
 
     data = DataConfig(
         train_manifests=[str(tiny_corpus["train"])],
@@ -380,17 +381,21 @@ def test_each_epoch_draws_its_own_batches_in_a_fit_and_after_a_resume(tiny_corpu
             return self.weight.sum()
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
+            # as CTCModule's schedule does: this draws the first batches before a resume restores the loops
+            assert self.trainer.estimated_stepping_batches > 0
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    def fit(epochs: int, resume: Path | None = None) -> L.Trainer:
-        options = {"max_epochs": epochs, "limit_val_batches": 0, "enable_progress_bar": False}
-        trainer = build_trainer({"trainer": options}, tmp_path, [])
+        def validation_step(self, batch, index: int) -> None:
+            """Validated each epoch, as training is: last.ckpt is then written from inside the epoch."""
+
+    def fit(epochs: int, resume: Path | None = None) -> None:
+        options = {"max_epochs": epochs, "enable_progress_bar": False}
+        trainer = build_trainer({"trainer": options}, tmp_path, [latest_checkpoint(tmp_path)])
         datamodule = SpeechDataModule(data, Tokenizer.load(tiny_corpus["tokenizer"]), 8000)
         trainer.fit(Recorder(), datamodule=datamodule, ckpt_path=resume)
-        return trainer
 
-    fit(2).save_checkpoint(tmp_path / "two.ckpt")
-    fit(3, resume=tmp_path / "two.ckpt")
+    fit(2)
+    fit(3, resume=tmp_path / "checkpoints" / "last.ckpt")
 
     durations = [u.duration for u in read_manifest(tiny_corpus["train"])]
     expected = []

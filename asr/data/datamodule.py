@@ -40,8 +40,10 @@ class SpeechDataModule(L.LightningDataModule):
         self.augment = augment
         self.train_utterances: list[Utterance] = []
         self.valid_utterances: list[Utterance] = []
+        self._resumed_epoch = 0
 
     def setup(self, stage: str | None = None) -> None:
+        self._resumed_epoch = 0  # a fit that resumes sets it again from its checkpoint, after this
         # A datamodule reused across fits (the latency search fine-tunes many candidates) reads and checks
         # its manifests once.
         if stage in (None, "fit") and not self.train_utterances:
@@ -58,6 +60,23 @@ class SpeechDataModule(L.LightningDataModule):
             self.valid_utterances = read_manifest(self.config.valid_manifest)
             check_audio_files(self.valid_utterances, self.config.valid_manifest)
 
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: the epoch whose batches a fit resumed from it draws first."""
+        return {"next_train_epoch": self._train_epoch()} if self.trainer is not None else {}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resumed_epoch = int(state.get("next_train_epoch", 0))
+
+    def _train_epoch(self) -> int:
+        """The epoch whose batches the training sampler draws now.
+
+        Lightning counts an epoch as processed once its batches are spent, so the count is the epoch to
+        draw (it tells samplers the same). A resumed fit draws its first batches while its step estimate
+        is made, before Lightning restores its loops from the checkpoint; the epoch this module restored
+        from that checkpoint, earlier, stands in until then.
+        """
+        return max(self.trainer.fit_loop.epoch_progress.current.processed, self._resumed_epoch)
+
     def _loader(self, utterances: list[Utterance], train: bool) -> DataLoader:
         augment = WaveformAugmenter(self.augment, self.sample_rate) if (train and self.augment) else None
         trainer = self.trainer
@@ -72,7 +91,7 @@ class SpeechDataModule(L.LightningDataModule):
             even_ranks=train,  # validation: every utterance once (see BucketBatchSampler)
             sorted_epochs=self.config.sorted_epochs if train else 0,
             # a new order every epoch, the right one when a fit resumes (see BucketBatchSampler._epoch)
-            epoch_source=(lambda: trainer.current_epoch) if (train and trainer) else None,
+            epoch_source=self._train_epoch if (train and trainer) else None,
         )
         return DataLoader(
             SpeechDataset(utterances, self.tokenizer, self.sample_rate, augment),

@@ -63,8 +63,9 @@ class BucketBatchSampler(Sampler[list[int]]):
 
         Lightning calls ``set_epoch`` on a loader's ``sampler`` and ``batch_sampler.sampler``, never on the
         batch sampler itself (Lightning-AI/pytorch-lightning#13316, narrowed again by #16826), and a fit
-        draws its first epoch's batches before any hook runs, a resumed fit included; so the data module
-        passes the trainer's counter, read when the batches are drawn, instead of waiting to be told.
+        draws its first epoch's batches before any hook runs, a resumed fit's before its loops are restored;
+        so the data module passes its own count, read when the batches are drawn, instead of waiting to be
+        told.
         """
         return self.epoch_source() if self.epoch_source is not None else self.epoch
 
