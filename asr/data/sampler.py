@@ -59,7 +59,7 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def _epoch(self) -> int:
-        """The epoch whose order to draw: ``epoch_source()`` (a trainer's epoch counter) or ``set_epoch``'s.
+        """The epoch whose order to draw: ``epoch_source()`` (the data module's count) or ``set_epoch``'s.
 
         Lightning calls ``set_epoch`` on a loader's ``sampler`` and ``batch_sampler.sampler``, never on the
         batch sampler itself (Lightning-AI/pytorch-lightning#13316, narrowed again by #16826), and a fit

@@ -36,13 +36,13 @@ FINGERPRINTS = ("audio_sha256", "probe_audio_sha256")
 VERDICTS = ("better", "worse", "inside the seed spread", "level")
 
 
-def _verdict(lever: list[float], control: list[float], level_points: float) -> str:
-    change_points = 100 * abs(sum(lever) / len(lever) - sum(control) / len(control))
-    if change_points < level_points:
+def _verdict(lever: dict, control: dict, level_points: float) -> str:
+    """``lever`` and ``control`` as :func:`_arm` describes them."""
+    if 100 * abs(lever["mean"] - control["mean"]) < level_points:
         return "level"
-    if max(lever) < min(control):
+    if lever["max"] < control["min"]:
         return "better"
-    if min(lever) > max(control):
+    if lever["min"] > control["max"]:
         return "worse"
     return "inside the seed spread"
 
@@ -92,15 +92,15 @@ def compare(lever_dirs: list[Path], control_dirs: list[Path], level_points: floa
     for key, label in measures:
         per_fold = []
         for speaker in folds:
-            lever = [runs[folder][speaker][key] for folder in lever_dirs]
-            control = [runs[folder][speaker][key] for folder in control_dirs]
+            lever = _arm([runs[folder][speaker][key] for folder in lever_dirs])
+            control = _arm([runs[folder][speaker][key] for folder in control_dirs])
             per_fold.append(
                 {
                     "speaker": speaker,
-                    "lever": _arm(lever),
-                    "control": _arm(control),
-                    "change_points": round(100 * (_arm(lever)["mean"] - _arm(control)["mean"]), 2),
-                    "control_range_points": round(100 * (max(control) - min(control)), 2),
+                    "lever": lever,
+                    "control": control,
+                    "change_points": round(100 * (lever["mean"] - control["mean"]), 2),
+                    "control_range_points": round(100 * (control["max"] - control["min"]), 2),
                     "verdict": _verdict(lever, control, level_points),
                 }
             )
