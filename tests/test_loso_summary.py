@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -197,6 +198,30 @@ def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "'carol'" in done.stderr and "alice bob" in done.stderr
     assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()
+
+
+def test_the_stage_names_a_missing_tokenizer_before_building_a_fold_corpus(tmp_path):
+    """Stage 9 run on a fresh checkout (no stages 0-1) used to build the fold's corpus and only then stop
+    inside `speechprune train`; it must say what is missing and how to make it, before any work. The recipe's
+    scripts are copied so the check holds whatever the developer's own data/ holds."""
+    recipe = tmp_path / "recipes" / "fsdd_digits"
+    recipe.mkdir(parents=True)
+    shutil.copy(RECIPE / "run.sh", recipe)
+    shutil.copytree(RECIPE / "local", recipe / "local")
+    shutil.copytree(RECIPE.parent / "common", recipe.parent / "common")
+    recordings = tmp_path / "fsdd" / "recordings"
+    recordings.mkdir(parents=True)
+    (recordings / "0_alice_0.wav").write_bytes(b"")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(recipe / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir",
+         str(tmp_path / "fsdd"), "--loso-speakers", "alice", "--loso-name", "fresh"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "data/corpus/train_tts.jsonl is missing" in done.stderr
+    assert "--stop-stage 1" in done.stderr
+    assert "without alice" not in done.stdout and not (recipe / "data").exists()
 
 
 SEEDS = RECIPE / "local" / "loso_seeds.py"

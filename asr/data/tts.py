@@ -23,6 +23,7 @@ import random
 import shutil
 import subprocess
 import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,6 +119,12 @@ class _Engine:
             ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
+        if not hasattr(lib, "espeak_ng_SetRandSeed"):  # added in eSpeak NG 1.52 (espeakng-loader 0.2.4)
+            raise SpeechpruneError(
+                "eSpeak NG is too old to render reproducibly (no espeak_ng_SetRandSeed): "
+                "pip install 'espeakng-loader>=0.2.4'"
+            )
+        lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
         self.sample_rate = lib.espeak_Initialize(
             _AUDIO_OUTPUT_SYNCHRONOUS, 0, data_path.encode(), _INITIALIZE_DONT_EXIT
         )
@@ -230,6 +237,11 @@ class EspeakSynthesizer:
         ):
             lib.espeak_SetParameter(parameter, value, 0)
         encoded = text.encode()
+        # The library seeds the noise of its breathy and whispered variants (f2, f3, f5, whisper, ...) from
+        # the clock when it starts, so two corpus builds differed in about one string in ten. Seeded from
+        # what is said and how, the same strings in the same order render the same samples on every run
+        # (not in any order: the engine's pitch flutter runs on from one utterance into the next).
+        lib.espeak_ng_SetRandSeed(zlib.crc32(repr((text, settings)).encode()))
         self._engine.chunks.clear()
         status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         lib.espeak_Synchronize()

@@ -284,6 +284,12 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     grep -qx "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers: no FSDD speaker '$speaker'" \
       "(there are: $(echo $speakers))" >&2; exit 2; }
   done
+  # every fold trains on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
+  # fold corpus is built, not after
+  for need in "$data/corpus/train_tts.jsonl" "$data/lang/tokenizer.model"; do
+    [[ -f "$need" ]] || { echo "run.sh: stage 9: $need is missing; run stages 0-1 first" \
+      "(bash run.sh --stop-stage 1)" >&2; exit 2; }
+  done
   for speaker in ${loso_speakers:-$speakers}; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
     [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
