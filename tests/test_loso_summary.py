@@ -182,19 +182,25 @@ def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and str(tmp_path) in done.stderr
 
 
+def _stage_9(
+    recipe: Path, fsdd: Path, speakers: tuple[str, ...], folds: str, name: str
+) -> subprocess.CompletedProcess:
+    """Runs stage 9 of ``recipe`` on an FSDD folder holding one empty recording per speaker."""
+    (fsdd / "recordings").mkdir(parents=True)
+    for number, speaker in enumerate(speakers):
+        (fsdd / "recordings" / f"{number}_{speaker}_0.wav").write_bytes(b"")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        ["bash", str(recipe / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir", str(fsdd),
+         "--loso-speakers", folds, "--loso-name", name],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+
+
 def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
     """--loso-speakers splits the six folds across processes; a misspelt name must neither exit 0 having
     trained nothing nor fall back to every fold: one line naming it and the speakers there are, first."""
-    recordings = tmp_path / "fsdd" / "recordings"
-    recordings.mkdir(parents=True)
-    for name in ("0_alice_0.wav", "1_bob_0.wav"):
-        (recordings / name).write_bytes(b"")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", str(RECIPE / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir",
-         str(tmp_path / "fsdd"), "--loso-speakers", "alice carol", "--loso-name", "never"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _stage_9(RECIPE, tmp_path / "fsdd", ("alice", "bob"), "alice carol", "never")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "'carol'" in done.stderr and "alice bob" in done.stderr
     assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()
@@ -209,15 +215,7 @@ def test_the_stage_names_a_missing_tokenizer_before_building_a_fold_corpus(tmp_p
     shutil.copy(RECIPE / "run.sh", recipe)
     shutil.copytree(RECIPE / "local", recipe / "local")
     shutil.copytree(RECIPE.parent / "common", recipe.parent / "common")
-    recordings = tmp_path / "fsdd" / "recordings"
-    recordings.mkdir(parents=True)
-    (recordings / "0_alice_0.wav").write_bytes(b"")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", str(recipe / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir",
-         str(tmp_path / "fsdd"), "--loso-speakers", "alice", "--loso-name", "fresh"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _stage_9(recipe, tmp_path / "fsdd", ("alice",), "alice", "fresh")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "data/corpus/train_tts.jsonl is missing" in done.stderr
     assert "--stop-stage 1" in done.stderr
