@@ -64,7 +64,7 @@ def test_summary_reports_mean_worst_and_pooled(tmp_path):
     assert "**40.00%**" in table
     assert "| alice | 100 | 5.00% | 2 / 2 / 1 |" in table and "| bob | 200 | 15.00% | - |" in table
     # a fold that never left CTC's blank plateau is marked, in the table and on stderr; the others are not
-    assert "100.00% (blank plateau)" in table and table.count("blank plateau") == 1
+    assert "100.00% (blank plateau)" in table and table.count("(blank plateau)") == 1
     assert "carol: still on CTC's blank plateau" in done.stderr
     assert (tmp_path / "loso.png").read_bytes()[:4] == b"\x89PNG"
     assert "only 3 speakers finished" in done.stderr  # FSDD has six: a partial run says so
@@ -80,8 +80,36 @@ def test_a_fold_that_still_deletes_most_words_is_marked(tmp_path):
     done = _summarize(tmp_path)
     assert done.returncode == 0, done.stderr
     table = (tmp_path / "loso.md").read_text()
-    assert "87.50% (blank plateau)" in table and table.count("blank plateau") == 1
+    assert "87.50% (blank plateau)" in table and table.count("(blank plateau)") == 1
     assert "dave: still on CTC's blank plateau" in done.stderr and "erin" not in done.stderr
+
+
+def _log_validation(fold: Path, version: int, wers: dict[int, float]) -> None:
+    """A Lightning CSV log as training writes it: training rows without ``val_wer``, one validation row per
+    epoch."""
+    lines = ["epoch,step,train_ctc,val_wer"]
+    for epoch, wer in wers.items():
+        lines += [f"{epoch},{10 * epoch + 5},2.7,", f"{epoch},{10 * epoch + 9},,{wer}"]
+    (fold / "logs" / f"version_{version}").mkdir(parents=True)
+    (fold / "logs" / f"version_{version}" / "metrics.csv").write_text("\n".join(lines) + "\n")
+
+
+def test_each_fold_says_how_long_it_sat_on_the_blank_plateau(tmp_path):
+    """Seeds part on the plateau (2-3 epochs on it or 9-10 of 22 at the recipe's budget), so a fold's WER
+    is read beside it. A resumed fit logs into the next version, whose epochs replace the interrupted ones."""
+    _fold(tmp_path, "alice", 5, 100)
+    _log_validation(tmp_path / "alice", 0, {0: 1.0, 1: 0.95, 2: 0.91})
+    _log_validation(tmp_path / "alice", 1, {2: 0.88, 3: 0.62, 4: 0.31, 5: 0.08})  # resumed in epoch 2
+    _fold(tmp_path, "bob", 70, 80, best_val_wer=0.86)
+    _log_validation(tmp_path / "bob", 0, {0: 1.0, 1: 0.9, 2: 0.86})  # never left it
+    _fold(tmp_path, "carol", 10, 100)  # no logs kept
+    done = _summarize(tmp_path)
+    assert done.returncode == 0, done.stderr
+    rows = {row["speaker"]: row for row in json.loads((tmp_path / "loso.json").read_text())["rows"]}
+    assert [rows[s]["plateau_epochs"] for s in ("alice", "bob", "carol")] == [4, 3, None]
+    table = (tmp_path / "loso.md").read_text()
+    assert "| epochs | epochs on the blank plateau | training s |" in table
+    assert "| 4 | 4 | 60 |" in table and "| 4 | 3 | 60 |" in table and "| 4 | - | 60 |" in table
 
 
 def _summarize(*args: Path | str) -> subprocess.CompletedProcess:

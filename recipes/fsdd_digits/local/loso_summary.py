@@ -28,6 +28,9 @@ from common.fileio import atomic_open, write_json
 PROBE = "test_speaker_tight.summary.json"
 # the two measures of a fold: row key, prefix of its other figures, what it is
 MEASURES = (("wer", "", "pause-joined strings"), ("probe_wer", "probe_", "fluent probe (tight joins)"))
+# validation WER under which a training has left CTC's blank plateau: it falls from ~90% to ~30% within one
+# epoch when it leaves, so where between the two the line sits barely matters
+LEFT_PLATEAU_BELOW = 0.5
 
 
 def _probe(eval_dir: Path) -> dict:
@@ -36,6 +39,28 @@ def _probe(eval_dir: Path) -> dict:
     summary = json.loads(path.read_text()) if path.is_file() else {}
     keys = ("wer", "substitutions", "deletions", "insertions", "audio_sha256")
     return {f"probe_{key}": summary.get(key) for key in keys}
+
+
+def _validation_wers(fold_dir: Path) -> dict[int, float]:
+    """The fold's validation WER by epoch, from its Lightning CSV logs: every ``version_N`` in order, since a
+    resumed fit logs into the next one and its epochs replace the interrupted ones'."""
+    by_epoch: dict[int, float] = {}
+    versions = sorted(fold_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    for metrics in versions:
+        with metrics.open(newline="") as handle:
+            rows = [row for row in csv.DictReader(handle) if row.get("val_wer")]
+        by_epoch |= {int(row["epoch"]): float(row["val_wer"]) for row in rows}
+    return dict(sorted(by_epoch.items()))
+
+
+def _plateau_epochs(fold_dir: Path) -> int | None:
+    """Epochs the training spent on CTC's blank plateau, those before its validation WER first fell below
+    ``LEFT_PLATEAU_BELOW`` (all of them where it never did): where seeds part, so a fold's WER is read beside
+    it. None without logs."""
+    wers = _validation_wers(fold_dir)
+    if not wers:
+        return None
+    return next((epoch for epoch, wer in wers.items() if wer < LEFT_PLATEAU_BELOW), max(wers) + 1)
 
 
 def fold_rows(loso_dir: Path) -> list[dict]:
@@ -63,6 +88,7 @@ def fold_rows(loso_dir: Path) -> list[dict]:
                 # the training budget, not the speaker
                 "blank_plateau": blank_plateau(train) is not None,
                 "train_seconds": train["train_seconds_this_run"],
+                "plateau_epochs": _plateau_epochs(summary_path.parents[1]),
                 **_probe(summary_path.parent),
             }
         )
@@ -251,18 +277,19 @@ def main() -> int:
     write_json(args.loso_dir / "loso.json", summary)
     lines = [
         "| held-out speaker | words | WER | S / D / I | sentence errors | fluent probe WER (S / D / I) "
-        "| epochs | training s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| epochs | epochs on the blank plateau | training s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['speaker']} | {r['words']} | {100 * r['wer']:.2f}%{' (blank plateau)' * r['blank_plateau']} "
         f"| {_kinds(r)} | {100 * r['sentence_error_rate']:.1f}% | {_probe_cell(r)} "
-        f"| {r['epochs']} | {r['train_seconds']:.0f} |"
+        f"| {r['epochs']} | {'-' if r['plateau_epochs'] is None else r['plateau_epochs']} "
+        f"| {r['train_seconds']:.0f} |"
         for r in rows
     ]
     probe_cell = "-" if probe_mean is None else f"**{100 * probe_mean:.2f}%**"
-    lines.append(f"| **mean over {len(rows)} speakers** | | **{100 * mean:.2f}%** | | | {probe_cell} | | |")
-    lines.append(f"| worst ({worst['speaker']}) | | {100 * worst['wer']:.2f}% | | | | | |")
+    lines.append(f"| **mean over {len(rows)} speakers** | | **{100 * mean:.2f}%** | | | {probe_cell} | | | |")
+    lines.append(f"| worst ({worst['speaker']}) | | {100 * worst['wer']:.2f}% | | | | | | |")
     with atomic_open(args.loso_dir / "loso.md", "w") as handle:
         handle.write("\n".join(lines) + "\n")
     title = f"leave-one-speaker-out: {args.loso_dir.name}"
