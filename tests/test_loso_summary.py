@@ -95,7 +95,7 @@ def _log_validation(fold: Path, version: int, wers: dict[int, float]) -> None:
 
 
 def test_each_fold_says_how_long_it_sat_on_the_blank_plateau(tmp_path):
-    """Seeds part on the plateau (2-3 epochs on it or 9-10 of 22 at the recipe's budget), so a fold's WER
+    """Seeds part on the plateau (3-4 epochs on it or 7-10 of 20-22 at the recipe's budget), so a fold's WER
     is read beside it. A resumed fit logs into the next version, whose epochs replace the interrupted ones."""
     _fold(tmp_path, "alice", 5, 100)
     _log_validation(tmp_path / "alice", 0, {0: 1.0, 1: 0.95, 2: 0.91})

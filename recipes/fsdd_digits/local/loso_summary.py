@@ -45,7 +45,9 @@ def _validation_wers(fold_dir: Path) -> dict[int, float]:
     """The fold's validation WER by epoch, from its Lightning CSV logs: every ``version_N`` in order, since a
     resumed fit logs into the next one and its epochs replace the interrupted ones'."""
     by_epoch: dict[int, float] = {}
-    versions = sorted(fold_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name[8:]))
+    versions = sorted(
+        fold_dir.glob("logs/version_*/metrics.csv"), key=lambda p: int(p.parent.name.removeprefix("version_"))
+    )
     for metrics in versions:
         with metrics.open(newline="") as handle:
             rows = [row for row in csv.DictReader(handle) if row.get("val_wer")]
