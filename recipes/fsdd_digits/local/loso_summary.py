@@ -129,6 +129,7 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     speakers = [row["speaker"] for row in next(iter(runs.values()))]
     width = 0.8 / len(runs)
     for axes, (key, label) in zip(panels[0], measures, strict=True):
+        highest = max(100 * row[key] for rows in runs.values() for row in rows)
         for index, (name, rows) in enumerate(runs.items()):
             mean = _mean(rows, key)
             colour = f"C{index}"
@@ -138,7 +139,8 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
         axes.set_xticks(range(len(speakers)), speakers)
         axes.set_ylabel("greedy WER on the held-out speaker (%)")
         axes.set_title(f"{label}")
-        axes.legend(fontsize="small")
+        axes.set_ylim(0, 1.45 * highest)  # headroom, so the legend never hides a bar
+        axes.legend(fontsize="small", loc="upper left", ncol=2)
     figure.suptitle(title)
     save_png(figure, path)
 
