@@ -129,7 +129,7 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     speakers = [row["speaker"] for row in next(iter(runs.values()))]
     width = 0.8 / len(runs)
     for axes, (key, label) in zip(panels[0], measures, strict=True):
-        highest = max(100 * row[key] for rows in runs.values() for row in rows)
+        highest = max(1.0, *(100 * row[key] for rows in runs.values() for row in rows))  # all-zero runs too
         for index, (name, rows) in enumerate(runs.items()):
             mean = _mean(rows, key)
             colour = f"C{index}"
