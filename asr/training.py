@@ -142,7 +142,7 @@ def export_choice(config: dict[str, Any]) -> str:
 
     "best" keeps the epoch with the lowest validation WER; but validation holds the training speakers'
     other recordings, where checkpoints late in training differ by two or three utterances, while the end
-    of the anneal ("last") generalises better to speakers never heard (README, "New voices")."""
+    of the anneal ("last") generalises better to speakers never heard (docs/new_voices.md)."""
     choice = config.get("export_checkpoint", "best")
     if choice not in EXPORT_CHOICES:
         raise SpeechpruneError(f"export_checkpoint: expected one of {list(EXPORT_CHOICES)}, got {choice!r}")

@@ -30,7 +30,7 @@ from common.errors import SpeechpruneError
 VOICE_WARP_KEY = "voice_warp"  # model-file metadata: the fitted factor, its losses and what it was fitted on
 
 # Factors tried by default: the training VTLP range (0.9-1.1), the warps the model has learned to hear.
-# Wider grids and lower thresholds were worse on two folds' random 20-string enrolments (README, New voices)
+# Wider grids and lower thresholds were worse on two folds' random 20-string enrolments (docs/new_voices.md)
 DEFAULT_FACTORS: tuple[float, ...] = tuple(round(0.9 + 0.025 * step, 3) for step in range(9))  # 0.9-1.1
 # A factor must lower the enrolment loss by this fraction of the unwarped loss to replace 1.0: on 20
 # strings, differences of a few percent are noise, and the unwarped model is the safe default

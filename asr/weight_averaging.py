@@ -8,7 +8,7 @@ and pruning from a checkpoint all see the average) and keeps the weights being t
 ``current_model_state``, from which a resumed fit continues.
 
 On the digits recipe (leave-one-speaker-out, decay 0.998) it did not pay: the cosine anneal to a 2% floor
-already leaves the last weights an average of a slow walk (README, "New voices"), so the recipe leaves it
+already leaves the last weights an average of a slow walk (docs/new_voices.md), so the recipe leaves it
 off; it stays for schedules that end at a higher learning rate, or longer trainings.
 
 Training only: a pruning fine-tune changes which weights exist (masks, surgery), and an average over

@@ -1,7 +1,7 @@
 """Voice adaptation: a warped filterbank computes exactly what VTLP's spectrum warp computes, the fit scores
 every factor with the warped model and keeps a warp only when it clearly wins, and the adapted file is a
 normal model everywhere a model runs. (Whether it helps on speech is measured on the leave-one-speaker-out
-folds, README "New voices": the tone digits here have no vocal tract to normalize.)"""
+folds, docs/new_voices.md: the tone digits here have no vocal tract to normalize.)"""
 
 from __future__ import annotations
 

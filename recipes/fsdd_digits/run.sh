@@ -48,21 +48,21 @@ loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ 
 loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
 tight_fraction=0.5      # training strings joined like fluent speech (prepare-fsdd --tight-fraction): at the
                         # recipe's budget, all 6 folds, leave-one-speaker-out mean 16.58% -> 15.08% WER
-                        # (fluent probe 24.74% -> 19.42%), 5 of 6 better, george worse (README, New voices)
+                        # (fluent probe 24.74% -> 19.42%), 5 of 6 better, george worse (docs/new_voices.md)
 join_tempo=1.0          # tight strings: words but the last played up to this many times as fast (prepare-fsdd
                         # --join-tempo; 1.0: off). 1.3 over six folds (8 epochs): leave-one-speaker-out mean
-                        # 14.88% -> 15.17%, fluent probe 20.62% -> 21.18%, worse on both seed-2 folds (README)
+                        # 14.88% -> 15.17%, fluent probe 20.62% -> 21.18%, worse on both seed-2 folds (docs/new_voices.md)
 mbrola_count=0          # MBROLA diphone-voice training strings (--mbrola-count 1000: made when MBROLA voices are
                         # installed; 0: neither made nor trained on, even when data/mbrola exists). Off: at the
-                        # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (README, New voices)
+                        # recipe's budget, on top of tight joins, held-out speaker 6.01% -> 8.63% (docs/new_voices.md)
 espeak=true             # train on the 2,000 eSpeak NG strings of data/corpus/train_tts.jsonl (--no-espeak: real
                         # strings alone; the file is still built, the tokenizer still reads it)
 more_espeak=0           # eSpeak NG strings beside the corpus's 2,000 (--more-espeak 2000: data/espeak, other draws).
                         # Off: at the recipe's budget held-out george -1.95, nicolas +1.45 points (fluent probe
-                        # -1.19 / +2.94; README, New voices)
+                        # -1.19 / +2.94; docs/new_voices.md)
 flite_count=0           # Flite training strings (--flite-count 1000: made when the flite program is installed,
                         # Debian main; 0: neither made nor trained on, even when data/flite exists). Off: at the
-                        # recipe's budget held-out george -2.82, nicolas +10.62 points (README, New voices)
+                        # recipe's budget held-out george -2.82, nicolas +10.62 points (docs/new_voices.md)
 loso_speakers=""        # stage 9: only these folds ("george nicolas"): split the six across processes or machines
 loso_against=""         # stage 9: NAME of another run under exp/loso/ (its control) to compare with, fold by fold
 

@@ -2,7 +2,7 @@
 
 Averaging changes no training step, so these are the weights the same fit without averaging ends with:
 evaluating both checkpoints of one run measures what averaging adds, free of the run-to-run spread that
-two trainings would bring (README, "New voices").
+two trainings would bring (docs/new_voices.md).
 
     python local/trained_weights.py exp/loso/ema_t44/nicolas/checkpoints/last.ckpt \\
         --out exp/loso/ema_t44/nicolas/checkpoints/last_trained.ckpt
