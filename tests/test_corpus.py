@@ -90,6 +90,20 @@ def test_synthetic_speech_goes_to_its_own_training_manifest(fake_fsdd, tmp_path)
         assert not any((u.speaker or "").startswith("tts:") for u in read_manifest(manifests[split]))
 
 
+def test_synthetic_strings_rebuilt_after_an_interruption_match_an_uninterrupted_build(fake_fsdd, tmp_path):
+    """A build resumed midway once rendered the rest of its eSpeak NG strings differently (the engine
+    carried state from one string into the next), so two machines trained on different audio."""
+    pytest.importorskip("espeakng_loader", reason="eSpeak NG (espeakng-loader) is not installed")
+    config = small_config(tts_count=6)
+    manifests = prepare_fsdd_corpus(fake_fsdd, tmp_path / "a", config, progress=False)
+    synthetic = read_manifest(manifests["train_tts"])
+    uninterrupted = {u.audio_filepath: Path(u.audio_filepath).read_bytes() for u in synthetic}
+    for utterance in synthetic[3:]:  # as if the build had stopped after its third string
+        Path(utterance.audio_filepath).unlink()
+    prepare_fsdd_corpus(fake_fsdd, tmp_path / "a", config, progress=False)
+    assert {u.audio_filepath: Path(u.audio_filepath).read_bytes() for u in synthetic} == uninterrupted
+
+
 def test_locate_fsdd_prefers_the_named_folder_and_explains_absence(fake_fsdd, tmp_path, monkeypatch):
     assert locate_fsdd(fake_fsdd) == fake_fsdd
     assert locate_fsdd(fake_fsdd / "recordings") == fake_fsdd

@@ -19,11 +19,15 @@ from __future__ import annotations
 import ctypes
 import functools
 import io
+import os
+import pickle
 import random
 import shutil
 import subprocess
 import tempfile
+import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -205,10 +209,16 @@ def _trim_edges(signal: np.ndarray, sample_rate: int) -> np.ndarray:
 
 
 class EspeakSynthesizer:
-    """Thread-unsafe wrapper: libespeak-ng keeps global state, so one instance per process.
+    """Every utterance is rendered in a copy of the engine that has never spoken, so it depends on its own
+    text and settings alone.
 
-    Instances share the one loaded engine, so creating several in a process is harmless, but they must not
-    synthesise concurrently. Forked worker processes each get their own copy of the engine.
+    libespeak-ng keeps process-global state that one utterance leaves to the next (the pitch flutter's
+    phase, a function-static counter no API resets), so rendered in one process the same string came out
+    differently after other strings: a corpus build resumed after its 500th string differed from an
+    uninterrupted one in 852 of the 1,010 strings it rendered again, and two machines that had built their
+    corpus differently trained on different audio. Each call forks the process, speaks in the child and
+    sends the samples back (a few milliseconds on Linux, about the cost of the speech itself). Instances
+    share the one loaded engine, which the parent never speaks with.
     """
 
     def __init__(self) -> None:
@@ -226,10 +236,18 @@ class EspeakSynthesizer:
 
     def synthesize(self, text: str, settings: VoiceSettings) -> np.ndarray:
         """Float32 mono speech in [-1, 1] at ``sample_rate``, with about 50 ms of silence at each end."""
+        samples = _in_fresh_fork(functools.partial(self._speak, text, settings), what=repr(text))
+        speech = _trim_edges(samples.astype(np.float32) / 32768.0, self.sample_rate)
+        if speech.size == 0:
+            raise SpeechpruneError(f"eSpeak NG produced no audible speech for {text!r}")
+        return speech
+
+    def _speak(self, text: str, settings: VoiceSettings) -> np.ndarray:
+        """The engine's int16 samples; only ever called in a child of :func:`_in_fresh_fork`."""
         lib = self._engine.lib
         if lib.espeak_SetVoiceByName(settings.voice.encode()) != _EE_OK:
             raise SpeechpruneError(f"eSpeak NG has no voice {settings.voice!r}")
-        # Set on every call: they persist in the global engine. Pitch is relative to the variant's base pitch.
+        # Pitch is relative to the variant's base pitch.
         for parameter, value in (
             (_PARAM_RATE, settings.rate_wpm),
             (_PARAM_PITCH, settings.pitch),
@@ -238,21 +256,60 @@ class EspeakSynthesizer:
             lib.espeak_SetParameter(parameter, value, 0)
         encoded = text.encode()
         # The library seeds the noise of its breathy and whispered variants (f2, f3, f5, whisper, ...) from
-        # the clock when it starts, so two corpus builds differed in about one string in ten. Seeded from
-        # what is said and how, the same strings in the same order render the same samples on every run
-        # (not in any order: the engine's pitch flutter runs on from one utterance into the next).
+        # the clock when it starts, so two corpus builds differed in about one string in ten; seeded from
+        # what is said and how, they render the same samples on every run.
         lib.espeak_ng_SetRandSeed(zlib.crc32(repr((text, settings)).encode()))
         self._engine.chunks.clear()
         status = lib.espeak_Synth(encoded, len(encoded) + 1, 0, _POS_CHARACTER, 0, _CHARS_UTF8, None, None)
         lib.espeak_Synchronize()
-        samples = np.concatenate(self._engine.chunks) if self._engine.chunks else np.zeros(0, np.int16)
-        self._engine.chunks.clear()
         if status != _EE_OK:
             raise SpeechpruneError(f"eSpeak NG failed to synthesise {text!r} (error {status})")
-        speech = _trim_edges(samples.astype(np.float32) / 32768.0, self.sample_rate)
-        if speech.size == 0:
-            raise SpeechpruneError(f"eSpeak NG produced no audible speech for {text!r}")
-        return speech
+        return np.concatenate(self._engine.chunks) if self._engine.chunks else np.zeros(0, np.int16)
+
+
+def _in_fresh_fork(speak: Callable[[], np.ndarray], what: str) -> np.ndarray:
+    """``speak()`` run in a forked child, so whatever engine state it leaves dies with the child (``what``
+    names the utterance in errors).
+
+    A :class:`SpeechpruneError` raised in the child is raised here with its message; a child that dies
+    otherwise is reported as a failure of the engine, never as empty speech.
+    """
+    if not hasattr(os, "fork"):
+        raise SpeechpruneError(
+            "rendering eSpeak NG speech needs os.fork (Linux or macOS), which this Python lacks"
+        )
+    read_end, write_end = os.pipe()
+    with warnings.catch_warnings():
+        # Python 3.12+ warns on fork in a process with threads (numpy's BLAS pool, tqdm's monitor); the
+        # child takes no lock they may hold: it calls the C engine and writes to a pipe.
+        warnings.filterwarnings(
+            "ignore", message=r".*fork\(\) may lead to deadlocks", category=DeprecationWarning
+        )
+        pid = os.fork()
+    if pid == 0:  # the child: report, then leave without running the parent's exit handlers
+        code = 1
+        try:
+            os.close(read_end)
+            try:
+                reply = ("samples", speak())
+            except SpeechpruneError as error:
+                reply = ("error", str(error))
+            with os.fdopen(write_end, "wb") as pipe:
+                pickle.dump(reply, pipe)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    exit_code = os.waitstatus_to_exitcode(status)
+    if exit_code != 0 or not payload:
+        raise SpeechpruneError(f"eSpeak NG's rendering process failed for {what} (exit status {exit_code})")
+    kind, value = pickle.loads(payload)  # from our own child, never from outside
+    if kind == "error":
+        raise SpeechpruneError(value)
+    return value
 
 
 MBROLA_ENGLISH_VOICES = ("us1", "us2", "us3", "en1")  # US female, US male x2, British male

@@ -170,7 +170,15 @@ def _plot(result: dict, path: Path) -> None:
         axes.set_xticks(range(len(speakers)), speakers)
         axes.set_ylabel("greedy WER on the held-out speaker (%)")
         axes.set_title(measure["label"])
-        axes.legend(fontsize="small")
+        # headroom above the highest seed, so the legend never hides a dot
+        highest = max(
+            100 * value
+            for fold in measure["folds"]
+            for arm in ("control", "lever")
+            for value in fold[arm]["seeds"]
+        )
+        axes.set_ylim(0, 1.3 * highest)
+        axes.legend(fontsize="small", loc="upper center", ncols=2)
     figure.suptitle("lever against control, every seed a dot")
     save_png(figure, path)
 
