@@ -48,8 +48,8 @@ loso_name=recipe        # folder of a leave-one-speaker-out run under exp/loso/ 
 loso_epochs=""          # epochs of each of its trainings (default: the recipe's)
 tight_fraction=0.5      # training strings joined like fluent speech (prepare-fsdd --tight-fraction): at the
                         # recipe's budget, all 6 folds, leave-one-speaker-out mean 16.58% -> 15.08% WER
-                        # (fluent probe 24.74% -> 19.42%), 5 of 6 better, george worse. 0.8, three folds,
-                        # seed 3: +0.46 (probe -0.28), george +3.28, jackson -1.66 (docs/new_voices.md)
+                        # (fluent probe 24.74% -> 19.42%), 5 of 6 better, george worse. 0.8, four folds,
+                        # seed 3: +0.31 (probe -0.97), george +3.28, jackson -1.66 (docs/new_voices.md)
 join_tempo=1.0          # tight strings: words but the last played up to this many times as fast (prepare-fsdd
                         # --join-tempo; 1.0: off). 1.3 over six folds (8 epochs): leave-one-speaker-out mean
                         # 14.88% -> 15.17%, fluent probe 20.62% -> 21.18%, worse on both seed-2 folds (docs/new_voices.md)
