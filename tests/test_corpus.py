@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -219,3 +220,42 @@ def test_tight_join_trims_words_and_cross_fades_overlaps():
         round(0.1 * rate) + len(trimmed) - round(0.05 * rate) : round(0.1 * rate) + len(trimmed)
     ]
     assert 0.3 < np.abs(middle).max() < 0.75
+
+
+def test_an_excluded_speaker_is_in_no_split_and_the_training_strings_keep_their_number(fake_fsdd, tmp_path):
+    config = small_config(split_rule=SplitRule(heldout_speaker="carol", excluded_speakers=("alice",)))
+    manifests = prepare_fsdd_corpus(fake_fsdd, tmp_path / "without_alice", config, progress=False)
+    for split in ("train", "valid", "test", "test_speaker", "test_speaker_tight"):
+        speakers = {u.speaker for u in read_manifest(manifests[split])}
+        assert "alice" not in speakers and speakers, split
+    assert {u.speaker for u in read_manifest(manifests["train"])} == {"bob"}
+    assert len(read_manifest(manifests["train"])) == SMALL["train_count"]
+    settings = json.loads((tmp_path / "without_alice" / "corpus.json").read_text())
+    assert settings["split_rule"]["excluded_speakers"] == ["alice"]
+
+
+def test_a_corpus_built_before_speakers_could_be_excluded_still_resumes(fake_fsdd, tmp_path):
+    prepare_fsdd_corpus(fake_fsdd, tmp_path, small_config(), progress=False)
+    settings = json.loads((tmp_path / "corpus.json").read_text())
+    del settings["split_rule"]["excluded_speakers"]
+    (tmp_path / "corpus.json").write_text(json.dumps(settings))
+    prepare_fsdd_corpus(fake_fsdd, tmp_path, small_config(), progress=False)
+    excluding = small_config(split_rule=SplitRule(heldout_speaker="carol", excluded_speakers=("alice",)))
+    with pytest.raises(SpeechpruneError, match="other settings"):
+        prepare_fsdd_corpus(fake_fsdd, tmp_path, excluding, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("excluded", "why"), [("dave", "excluded speaker 'dave' has no recordings"), ("carol", "also excluded")]
+)
+def test_prepare_fsdd_refuses_an_unknown_or_held_out_excluded_speaker_before_any_work(
+    fake_fsdd, tmp_path, capsys, excluded, why
+):
+    from speechprune.cli import main
+
+    out = tmp_path / "corpus"
+    argv = ["prepare-fsdd", "--fsdd-dir", str(fake_fsdd), "--out", str(out), "--heldout-speaker", "carol"]
+    assert main([*argv, "--exclude-speakers", excluded]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and why in err[0]
+    assert not out.exists()

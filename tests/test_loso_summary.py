@@ -211,7 +211,7 @@ def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):
 
 
 def _stage_9(
-    recipe: Path, fsdd: Path, speakers: tuple[str, ...], folds: str, name: str
+    recipe: Path, fsdd: Path, speakers: tuple[str, ...], folds: str, name: str, *extra: str
 ) -> subprocess.CompletedProcess:
     """Runs stage 9 of ``recipe`` on an FSDD folder holding one empty recording per speaker."""
     (fsdd / "recordings").mkdir(parents=True)
@@ -220,7 +220,7 @@ def _stage_9(
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
         ["bash", str(recipe / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir", str(fsdd),
-         "--loso-speakers", folds, "--loso-name", name],
+         "--loso-speakers", folds, "--loso-name", name, *extra],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
 
@@ -231,6 +231,19 @@ def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
     done = _stage_9(RECIPE, tmp_path / "fsdd", ("alice", "bob"), "alice carol", "never")
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "'carol'" in done.stderr and "alice bob" in done.stderr
+    assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("folds", "exclude", "why"),
+    [("alice", "alice", "'alice' is also in --loso-exclude"), ("alice", "carol", "no FSDD speaker 'carol'")],
+)
+def test_the_stage_refuses_to_exclude_a_fold_or_an_unknown_speaker(tmp_path, folds, exclude, why):
+    """--loso-exclude leaves speakers out of every fold's corpus; holding one of them out as well, or a
+    misspelt name, is one line before any work, not a fold trained on other speakers than asked."""
+    done = _stage_9(RECIPE, tmp_path / "fsdd", ("alice", "bob"), folds, "never", "--loso-exclude", exclude)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and why in done.stderr
     assert "without alice" not in done.stdout and not (RECIPE / "exp" / "loso" / "never").exists()
 
 

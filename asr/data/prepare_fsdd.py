@@ -62,18 +62,30 @@ class FsddCorpusConfig:
 
 
 def assign_splits(recordings: list[Recording], rule: SplitRule) -> dict[str, list[Recording]]:
-    """Group recordings by the split that owns them; no recording belongs to two splits."""
+    """Group recordings by the split that owns them; no recording belongs to two splits, and those of
+    excluded speakers belong to none."""
     splits: dict[str, list[Recording]] = {name: [] for name in REAL_SPLITS}
     for recording in recordings:
-        splits[rule.split_of(recording)].append(recording)
+        split = rule.split_of(recording)
+        if split in splits:
+            splits[split].append(recording)
     return splits
 
 
 def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[str, list[UtterancePlan]]:
     """Plans of every real split, drawn only from that split's recordings."""
-    splits = assign_splits(recordings, config.split_rule)
+    rule = config.split_rule
+    if rule.heldout_speaker in rule.excluded_speakers:
+        raise SpeechpruneError(f"held-out speaker {rule.heldout_speaker!r} is also excluded from the corpus")
+    speakers = {recording.speaker for recording in recordings}
+    for speaker in rule.excluded_speakers:
+        if speaker not in speakers:
+            raise SpeechpruneError(
+                f"excluded speaker {speaker!r} has no recordings (have: {sorted(speakers)})"
+            )
+    splits = assign_splits(recordings, rule)
     if not splits["test_speaker"]:
-        raise SpeechpruneError(f"held-out speaker {config.split_rule.heldout_speaker!r} has no recordings")
+        raise SpeechpruneError(f"held-out speaker {rule.heldout_speaker!r} has no recordings")
     plans = {
         name: plan_split(
             splits[name],
@@ -105,8 +117,9 @@ def prepare_fsdd_corpus(
 ) -> dict[str, Path]:
     """Build (or resume) the corpus and return the manifest path of every split."""
     out_dir = Path(out_dir)
-    _check_same_settings(out_dir / "corpus.json", config)
+    # planned first: settings that name no recordings are refused before corpus.json pins them on the folder
     plans = plan_corpus(list_recordings(fsdd_dir), config)
+    _check_same_settings(out_dir / "corpus.json", config)
     load_word = lru_cache(maxsize=None)(lambda path: read_audio(path, config.sample_rate))
     manifests = {}
     for split, split_plans in plans.items():

@@ -16,6 +16,7 @@
 #   bash run.sh --stage 9 --stop-stage 9 --loso-speakers "george jackson lucas"   # some folds (one process each)
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tight --loso-against control   # paired against another run
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tempo --join-tempo 1.3   # faster words inside tight strings
+#   bash run.sh --stage 9 --stop-stage 9 --loso-name no_theo --loso-exclude theo   # one training speaker fewer
 #   bash run.sh --flite-count 1000       # + 1,000 strings in Flite voices (apt-get install flite), likewise --mbrola-count
 #
 # Stages are restartable: each one skips or resumes work that is already done.
@@ -66,6 +67,8 @@ flite_count=0           # Flite training strings (--flite-count 1000: made when 
                         # recipe's budget held-out george -2.82, nicolas +10.62 points (docs/new_voices.md)
 loso_speakers=""        # stage 9: only these folds ("george nicolas"): split the six across processes or machines
 loso_against=""         # stage 9: NAME of another run under exp/loso/ (its control) to compare with, fold by fold
+loso_exclude=""         # stage 9: speakers left out of every fold's corpus ("theo"): what one more training
+                        # speaker is worth to a new voice, at the same number of training strings
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -94,7 +97,8 @@ while [[ $# -gt 0 ]]; do
     --join-tempo) join_tempo="$2"; shift 2 ;;
     --loso-speakers) loso_speakers="$2"; shift 2 ;;
     --loso-against) loso_against="$2"; shift 2 ;;
-    -h|--help) sed -n '2,21p' "$(basename "$0")"; exit 0 ;;
+    --loso-exclude) loso_exclude="$2"; shift 2 ;;
+    -h|--help) sed -n '2,22p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -281,27 +285,38 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   loso_train=("${extra[@]}")
   [[ -n "$loso_epochs" ]] && loso_train=(--set trainer.max_epochs="$loso_epochs" "${loso_train[@]}")
   speakers=$(python local/fsdd_speakers.py "${fsdd_args[@]}")
-  for speaker in $loso_speakers; do
-    grep -qx "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers: no FSDD speaker '$speaker'" \
-      "(there are: $(echo $speakers))" >&2; exit 2; }
+  for speaker in $loso_speakers $loso_exclude; do
+    grep -qx "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers/--loso-exclude: no FSDD speaker" \
+      "'$speaker' (there are: $(echo $speakers))" >&2; exit 2; }
   done
+  folds=()
+  for speaker in ${loso_speakers:-$speakers}; do
+    if grep -qwF "$speaker" <<<"$loso_exclude"; then
+      [[ -z "$loso_speakers" ]] && continue
+      echo "run.sh: --loso-speakers: '$speaker' is also in --loso-exclude" >&2; exit 2
+    fi
+    folds+=("$speaker")
+  done
+  exclude_args=()
+  [[ -n "$loso_exclude" ]] && exclude_args=(--exclude-speakers $loso_exclude)
   # every fold trains on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
   # fold corpus is built, not after
   for need in "$data/corpus/train_tts.jsonl" "$data/lang/tokenizer.model"; do
     [[ -f "$need" ]] || { echo "run.sh: stage 9: $need is missing; run stages 0-1 first" \
       "(bash run.sh --stop-stage 1)" >&2; exit 2; }
   done
-  for speaker in ${loso_speakers:-$speakers}; do
+  for speaker in "${folds[@]}"; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
     [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
+    [[ -n "$loso_exclude" ]] && corpus+=_without_$(tr ' ' _ <<<"$loso_exclude")
     fold=$loso_dir/$speaker
     # scored on the speaker's pause-joined strings and on the fluent probe (every join tight); a fold
     # trained before the probe existed is only scored on the probe
     if [[ ! -f "$fold/eval/test_speaker.summary.json" || ! -f "$fold/eval/test_speaker_tight.summary.json" ]]; then
       echo "== stage 9: without $speaker"
       speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
-        --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 \
-        >/dev/null
+        --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${exclude_args[@]}" "${corpus_sizes[@]}" \
+        --tts-count 0 >/dev/null
       if [[ ! -f "$fold/train_summary.json" ]]; then
         speechprune train --config conf/train.yaml --exp-dir "$fold" \
           --set data.train_manifests="$(train_manifests "$corpus")" \

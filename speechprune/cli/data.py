@@ -22,7 +22,9 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
         test_count=args.test_count,
         test_speaker_count=args.test_count,
         tts_count=args.tts_count,
-        split_rule=SplitRule(heldout_speaker=args.heldout_speaker),
+        split_rule=SplitRule(
+            heldout_speaker=args.heldout_speaker, excluded_speakers=tuple(args.exclude_speakers)
+        ),
         composition=CompositionConfig(tight_fraction=args.tight_fraction, join_tempo_max=args.join_tempo),
     )
     manifests = prepare_fsdd_corpus(fsdd_dir, args.out, config)
@@ -86,6 +88,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--tts-count", type=int, default=2000, help="synthetic training utterances (0: none)"
     )
     prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
+    prepare.add_argument(
+        "--exclude-speakers",
+        nargs="+",
+        default=[],
+        metavar="SPEAKER",
+        help="FSDD speakers the corpus leaves out altogether (neither trained nor tested on): with the same "
+        "--train-count, a corpus with one training speaker fewer measures what one more speaker is worth",
+    )
     prepare.add_argument(
         "--tight-fraction",
         type=unit_interval,
