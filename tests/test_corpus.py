@@ -259,3 +259,28 @@ def test_prepare_fsdd_refuses_an_unknown_or_held_out_excluded_speaker_before_any
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and why in err[0]
     assert not out.exists()
+
+
+def test_a_corpus_of_every_speaker_trains_on_all_of_them_and_has_no_held_out_split(fake_fsdd, tmp_path):
+    config = small_config(split_rule=SplitRule(heldout_speaker=None))
+    manifests = prepare_fsdd_corpus(fake_fsdd, tmp_path, config, progress=False)
+    assert set(manifests) == {"train", "valid", "test"}
+    assert not (tmp_path / "test_speaker.jsonl").exists() and not (tmp_path / "wav" / "test_speaker").exists()
+    for split in ("train", "valid", "test"):
+        assert {u.speaker for u in read_manifest(manifests[split])} == {"alice", "bob", "carol"}, split
+    assert len(read_manifest(manifests["train"])) == SMALL["train_count"]
+
+
+def test_prepare_fsdd_takes_a_held_out_speaker_or_all_speakers_not_both(fake_fsdd, tmp_path, capsys):
+    from speechprune.cli import main
+
+    out = tmp_path / "corpus"
+    argv = ["prepare-fsdd", "--fsdd-dir", str(fake_fsdd), "--out", str(out), "--tts-count", "0"]
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--heldout-speaker", "carol", "--all-speakers"])
+    assert exit_info.value.code == 2 and "not allowed with" in capsys.readouterr().err
+    assert not out.exists()
+    small = ["--train-count", "30", "--valid-count", "6", "--test-count", "6"]
+    assert main([*argv, *small, "--all-speakers"]) == 0
+    assert "test_speaker" not in capsys.readouterr().out
+    assert {u.speaker for u in read_manifest(out / "train.jsonl")} == {"alice", "bob", "carol"}

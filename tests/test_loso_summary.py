@@ -263,6 +263,25 @@ def test_the_stage_names_a_missing_tokenizer_before_building_a_fold_corpus(tmp_p
     assert "without alice" not in done.stdout and not (recipe / "data").exists()
 
 
+def test_the_every_speaker_stage_names_a_missing_tokenizer_before_building_its_corpus(tmp_path):
+    """Stage 10 (the model trained on all six speakers) shares stage 9's units and eSpeak NG strings: on a
+    fresh checkout it must say what to run first, before it builds a corpus."""
+    recipe = tmp_path / "recipes" / "fsdd_digits"
+    recipe.mkdir(parents=True)
+    shutil.copy(RECIPE / "run.sh", recipe)
+    shutil.copytree(RECIPE.parent / "common", recipe.parent / "common")
+    (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(recipe / "run.sh"), "--stage", "10", "--stop-stage", "10", "--fsdd-dir",
+         str(tmp_path / "fsdd")],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "stage 10: data/corpus/train_tts.jsonl is missing" in done.stderr
+    assert not (recipe / "data").exists() and not (recipe / "exp").exists()
+
+
 SEEDS = RECIPE / "local" / "loso_seeds.py"
 
 

@@ -35,11 +35,12 @@ class Recording:
 
 @dataclass(frozen=True)
 class SplitRule:
-    """Which FSDD takes go to which split: take indices per split, the speaker kept out of training, and
-    speakers the corpus leaves out altogether (``excluded_speakers``: a corpus with one speaker fewer
-    measures what one more training speaker is worth to a new voice)."""
+    """Which FSDD takes go to which split: take indices per split, the speaker kept out of training
+    (``None``: none, every speaker trains, for a model to deploy rather than to measure), and speakers the
+    corpus leaves out altogether (``excluded_speakers``: a corpus with one speaker fewer measures what one
+    more training speaker is worth to a new voice)."""
 
-    heldout_speaker: str = "theo"
+    heldout_speaker: str | None = "theo"
     test_indices: tuple[int, int] = (0, 4)
     valid_indices: tuple[int, int] = (5, 9)
     excluded_speakers: tuple[str, ...] = ()
@@ -48,7 +49,7 @@ class SplitRule:
         """Name of the split that owns ``recording``: train, valid, test, test_speaker or unused."""
         if recording.speaker in self.excluded_speakers:
             return "unused"
-        if recording.speaker == self.heldout_speaker:
+        if self.heldout_speaker is not None and recording.speaker == self.heldout_speaker:
             return "test_speaker"
         if self.test_indices[0] <= recording.index <= self.test_indices[1]:
             return "test"

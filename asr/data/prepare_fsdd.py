@@ -4,7 +4,8 @@ Output (under ``out_dir``): ``wav/<split>/*.wav`` at the corpus rate and one man
 ``train.jsonl`` (real), ``train_tts.jsonl`` (eSpeak NG voices), ``valid.jsonl``, ``test.jsonl`` (real
 recordings of training speakers never used in training), ``test_speaker.jsonl`` (a speaker never heard
 in training) and ``test_speaker_tight.jsonl`` (that speaker's recordings joined tightly, every string: the
-fluent-speech probe). ``corpus.json`` records the settings; a rerun with the same settings resumes.
+fluent-speech probe); the last two only when a speaker is held out. ``corpus.json`` records the settings; a
+rerun with the same settings resumes.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
                 f"excluded speaker {speaker!r} has no recordings (have: {sorted(speakers)})"
             )
     splits = assign_splits(recordings, rule)
-    if not splits["test_speaker"]:
+    if rule.heldout_speaker is not None and not splits["test_speaker"]:
         raise SpeechpruneError(f"held-out speaker {rule.heldout_speaker!r} has no recordings")
     plans = {
         name: plan_split(
@@ -96,7 +97,10 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
             tight_joins=name == "train",
         )
         for name in REAL_SPLITS
+        if name != "test_speaker" or rule.heldout_speaker is not None
     }
+    if rule.heldout_speaker is None:
+        return plans
     # Pause-joined strings hide what fluent speech does to a recognizer (real read digit strings lose words
     # inside them; these strings hardly ever do), so the held-out speaker is also scored on strings whose
     # every join is tight. The probe is the same whatever the training strings' levers (no speed-ups).

@@ -23,7 +23,8 @@ def _prepare_fsdd(args: argparse.Namespace) -> int:
         test_speaker_count=args.test_count,
         tts_count=args.tts_count,
         split_rule=SplitRule(
-            heldout_speaker=args.heldout_speaker, excluded_speakers=tuple(args.exclude_speakers)
+            heldout_speaker=None if args.all_speakers else args.heldout_speaker,
+            excluded_speakers=tuple(args.exclude_speakers),
         ),
         composition=CompositionConfig(tight_fraction=args.tight_fraction, join_tempo_max=args.join_tempo),
     )
@@ -87,7 +88,14 @@ def register(commands: argparse._SubParsersAction) -> None:
     prepare.add_argument(
         "--tts-count", type=int, default=2000, help="synthetic training utterances (0: none)"
     )
-    prepare.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
+    held_out = prepare.add_mutually_exclusive_group()
+    held_out.add_argument("--heldout-speaker", default="theo", help="FSDD speaker kept out of training")
+    held_out.add_argument(
+        "--all-speakers",
+        action="store_true",
+        help="hold no speaker out: every speaker trains (no test_speaker split), for a model to deploy to "
+        "voices FSDD does not have rather than one to measure them with",
+    )
     prepare.add_argument(
         "--exclude-speakers",
         nargs="+",
