@@ -203,8 +203,9 @@ def test_sigterm_during_transcribe_leaves_no_partial_output(base_model, tmp_path
     audio = tmp_path / "audio"
     audio.mkdir()
     rng = np.random.default_rng(0)
-    for i in range(400):
-        sf.write(audio / f"u{i:03d}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 8000)
+    # enough files to outlast the signal on a loaded machine: 400 once finished (in 0.8 s) before it came
+    for i in range(1200):
+        sf.write(audio / f"u{i:04d}.wav", 0.1 * rng.standard_normal(16000).astype(np.float32), 8000)
     out = tmp_path / "out.jsonl"
     out.write_text("the previous run's transcripts\n")
     command = _cli("transcribe", str(base_model), str(audio), "--format", "jsonl", "--out", str(out))
@@ -212,7 +213,6 @@ def test_sigterm_during_transcribe_leaves_no_partial_output(base_model, tmp_path
         command, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
     _wait_for(lambda: any(tmp_path.glob(".out.jsonl.*.tmp")), process)
-    time.sleep(0.3)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)
     assert process.returncode == 143, err[-2000:]
