@@ -246,7 +246,12 @@ def test_a_corpus_built_before_speakers_could_be_excluded_still_resumes(fake_fsd
 
 
 @pytest.mark.parametrize(
-    ("excluded", "why"), [("dave", "excluded speaker 'dave' has no recordings"), ("carol", "also excluded")]
+    ("excluded", "why"),
+    [
+        ("dave", "excluded speaker 'dave' has no recordings"),
+        ("carol", "also excluded"),
+        ("alice bob", "no speaker is left to train and test on"),
+    ],
 )
 def test_prepare_fsdd_refuses_an_unknown_or_held_out_excluded_speaker_before_any_work(
     fake_fsdd, tmp_path, capsys, excluded, why
@@ -255,7 +260,7 @@ def test_prepare_fsdd_refuses_an_unknown_or_held_out_excluded_speaker_before_any
 
     out = tmp_path / "corpus"
     argv = ["prepare-fsdd", "--fsdd-dir", str(fake_fsdd), "--out", str(out), "--heldout-speaker", "carol"]
-    assert main([*argv, "--exclude-speakers", excluded]) != 0
+    assert main([*argv, "--exclude-speakers", *excluded.split()]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and why in err[0]
     assert not out.exists()

@@ -212,6 +212,8 @@ def test_sigterm_during_transcribe_leaves_no_partial_output(base_model, tmp_path
     process = subprocess.Popen(
         command, env=_env(), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )
+    # signalled as soon as the replacement is in progress (possibly before its first line): whenever the job
+    # stops, the old output must stay whole and no temporary file may stay behind
     _wait_for(lambda: any(tmp_path.glob(".out.jsonl.*.tmp")), process)
     process.send_signal(signal.SIGTERM)
     _, err = process.communicate(timeout=60)

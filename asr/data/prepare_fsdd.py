@@ -86,7 +86,16 @@ def plan_corpus(recordings: list[Recording], config: FsddCorpusConfig) -> dict[s
             )
     splits = assign_splits(recordings, rule)
     if rule.heldout_speaker is not None and not splits["test_speaker"]:
-        raise SpeechpruneError(f"held-out speaker {rule.heldout_speaker!r} has no recordings")
+        raise SpeechpruneError(
+            f"held-out speaker {rule.heldout_speaker!r} has no recordings (have: {sorted(speakers)})"
+        )
+    for split in ("train", "valid", "test"):
+        if not splits[split]:
+            raise SpeechpruneError(
+                f"no speaker is left to train and test on: {split} has no recordings (speakers "
+                f"{sorted(speakers)}, held out {rule.heldout_speaker!r}, excluded "
+                f"{list(rule.excluded_speakers)})"
+            )
     plans = {
         name: plan_split(
             splits[name],

@@ -102,7 +102,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=[],
         metavar="SPEAKER",
         help="FSDD speakers the corpus leaves out altogether (neither trained nor tested on): with the same "
-        "--train-count, a corpus with one training speaker fewer measures what one more speaker is worth",
+        "--train-count, a corpus with one training speaker fewer measures what one more speaker is worth "
+        "(to leave out theo, hold another speaker out or pass --all-speakers)",
     )
     prepare.add_argument(
         "--tight-fraction",
