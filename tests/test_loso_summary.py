@@ -263,6 +263,32 @@ def test_the_stage_names_a_missing_tokenizer_before_building_a_fold_corpus(tmp_p
     assert "without alice" not in done.stdout and not (recipe / "data").exists()
 
 
+def test_excluding_speakers_needs_a_run_name_of_its_own(tmp_path):
+    """Folds of the default run train on every speaker; excluded-speaker folds written there would be
+    skipped as finished or mixed into its summary."""
+    fsdd = tmp_path / "fsdd"
+    (fsdd / "recordings").mkdir(parents=True)
+    for number, speaker in enumerate(("alice", "bob", "carol")):
+        (fsdd / "recordings" / f"{number}_{speaker}_0.wav").write_bytes(b"")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(
+        ["bash", str(RECIPE / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir", str(fsdd),
+         "--loso-speakers", "alice", "--loso-exclude", "bob"],
+        capture_output=True, text=True, env=env, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "--loso-exclude needs its own --loso-name" in done.stderr
+    assert "without alice" not in done.stdout
+
+
+@pytest.mark.parametrize("exclude", ["alice bob", "bob  alice"])
+def test_a_stage_that_excludes_every_speaker_refuses_before_any_work(tmp_path, exclude):
+    done = _stage_9(RECIPE, tmp_path / "fsdd", ("alice", "bob"), "", "never", "--loso-exclude", exclude)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "leaves no speaker to hold out" in done.stderr
+    assert not (RECIPE / "exp" / "loso" / "never").exists()
+
+
 def test_the_every_speaker_stage_names_a_missing_tokenizer_before_building_its_corpus(tmp_path):
     """Stage 10 (the model trained on all six speakers) shares stage 9's units and eSpeak NG strings: on a
     fresh checkout it must say what to run first, before it builds a corpus."""

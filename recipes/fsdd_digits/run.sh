@@ -287,8 +287,13 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   loso_train=("${extra[@]}")
   [[ -n "$loso_epochs" ]] && loso_train=(--set trainer.max_epochs="$loso_epochs" "${loso_train[@]}")
   speakers=$(python local/fsdd_speakers.py "${fsdd_args[@]}")
+  # one spelling of the excluded set whatever its order or spacing: it names the folds' corpus folder
+  loso_exclude=$(printf '%s\n' $loso_exclude | sort -u | paste -sd ' ')
+  if [[ -n "$loso_exclude" && $loso_name == recipe ]]; then
+    echo "run.sh: --loso-exclude needs its own --loso-name (folds of 'recipe' train on every speaker)" >&2; exit 2
+  fi
   for speaker in $loso_speakers $loso_exclude; do
-    grep -qx "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers/--loso-exclude: no FSDD speaker" \
+    grep -qxF "$speaker" <<<"$speakers" || { echo "run.sh: --loso-speakers/--loso-exclude: no FSDD speaker" \
       "'$speaker' (there are: $(echo $speakers))" >&2; exit 2; }
   done
   folds=()
@@ -299,6 +304,7 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     fi
     folds+=("$speaker")
   done
+  [[ ${#folds[@]} -gt 0 ]] || { echo "run.sh: --loso-exclude leaves no speaker to hold out" >&2; exit 2; }
   exclude_args=()
   [[ -n "$loso_exclude" ]] && exclude_args=(--exclude-speakers $loso_exclude)
   # every fold trains on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
