@@ -210,19 +210,25 @@ def test_summary_of_an_empty_folder_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and str(tmp_path) in done.stderr
 
 
-def _stage_9(
-    recipe: Path, fsdd: Path, speakers: tuple[str, ...], folds: str, name: str, *extra: str
+def _run_stage(
+    recipe: Path, fsdd: Path, speakers: tuple[str, ...], stage: int, *extra: str
 ) -> subprocess.CompletedProcess:
-    """Runs stage 9 of ``recipe`` on an FSDD folder holding one empty recording per speaker."""
+    """Runs one stage of ``recipe`` on an FSDD folder holding one empty recording per speaker."""
     (fsdd / "recordings").mkdir(parents=True)
     for number, speaker in enumerate(speakers):
         (fsdd / "recordings" / f"{number}_{speaker}_0.wav").write_bytes(b"")
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        ["bash", str(recipe / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir", str(fsdd),
-         "--loso-speakers", folds, "--loso-name", name, *extra],
+        ["bash", str(recipe / "run.sh"), "--stage", str(stage), "--stop-stage", str(stage), "--fsdd-dir",
+         str(fsdd), *extra],
         capture_output=True, text=True, env=env, check=False,
     )  # fmt: skip
+
+
+def _stage_9(
+    recipe: Path, fsdd: Path, speakers: tuple[str, ...], folds: str, name: str, *extra: str
+) -> subprocess.CompletedProcess:
+    return _run_stage(recipe, fsdd, speakers, 9, "--loso-speakers", folds, "--loso-name", name, *extra)
 
 
 def test_the_stage_refuses_a_fold_for_a_speaker_fsdd_does_not_have(tmp_path):
@@ -266,16 +272,9 @@ def test_the_stage_names_a_missing_tokenizer_before_building_a_fold_corpus(tmp_p
 def test_excluding_speakers_needs_a_run_name_of_its_own(tmp_path):
     """Folds of the default run train on every speaker; excluded-speaker folds written there would be
     skipped as finished or mixed into its summary."""
-    fsdd = tmp_path / "fsdd"
-    (fsdd / "recordings").mkdir(parents=True)
-    for number, speaker in enumerate(("alice", "bob", "carol")):
-        (fsdd / "recordings" / f"{number}_{speaker}_0.wav").write_bytes(b"")
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", str(RECIPE / "run.sh"), "--stage", "9", "--stop-stage", "9", "--fsdd-dir", str(fsdd),
-         "--loso-speakers", "alice", "--loso-exclude", "bob"],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _stage_9(
+        RECIPE, tmp_path / "fsdd", ("alice", "bob", "carol"), "alice", "recipe", "--loso-exclude", "bob"
+    )
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "--loso-exclude needs its own --loso-name" in done.stderr
     assert "without alice" not in done.stdout
@@ -296,13 +295,7 @@ def test_the_every_speaker_stage_names_a_missing_tokenizer_before_building_its_c
     recipe.mkdir(parents=True)
     shutil.copy(RECIPE / "run.sh", recipe)
     shutil.copytree(RECIPE.parent / "common", recipe.parent / "common")
-    (tmp_path / "fsdd" / "recordings").mkdir(parents=True)
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    done = subprocess.run(
-        ["bash", str(recipe / "run.sh"), "--stage", "10", "--stop-stage", "10", "--fsdd-dir",
-         str(tmp_path / "fsdd")],
-        capture_output=True, text=True, env=env, check=False,
-    )  # fmt: skip
+    done = _run_stage(recipe, tmp_path / "fsdd", (), 10)
     assert done.returncode == 2, done.stderr
     assert done.stderr.count("\n") == 1 and "stage 10: data/corpus/train_tts.jsonl is missing" in done.stderr
     assert not (recipe / "data").exists() and not (recipe / "exp").exists()

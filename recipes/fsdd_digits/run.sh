@@ -148,6 +148,16 @@ train_manifests() {
   echo "[$list]"
 }
 
+# Stages 9 and 10 train on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
+# corpus is built, not after. need_stages_0_1 STAGE
+need_stages_0_1() {
+  local need
+  for need in "$data/corpus/train_tts.jsonl" "$data/lang/tokenizer.model"; do
+    [[ -f "$need" ]] || { echo "run.sh: stage $1: $need is missing; run stages 0-1 first" \
+      "(bash run.sh --stop-stage 1)" >&2; exit 2; }
+  done
+}
+
 # Optional strings in voices made from real speakers: synthetic_voices ENGINE COUNT INSTALL-HINT
 synthetic_voices() {
   local engine=$1 count=$2 hint=$3 voices
@@ -307,12 +317,7 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
   [[ ${#folds[@]} -gt 0 ]] || { echo "run.sh: --loso-exclude leaves no speaker to hold out" >&2; exit 2; }
   exclude_args=()
   [[ -n "$loso_exclude" ]] && exclude_args=(--exclude-speakers $loso_exclude)
-  # every fold trains on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
-  # fold corpus is built, not after
-  for need in "$data/corpus/train_tts.jsonl" "$data/lang/tokenizer.model"; do
-    [[ -f "$need" ]] || { echo "run.sh: stage 9: $need is missing; run stages 0-1 first" \
-      "(bash run.sh --stop-stage 1)" >&2; exit 2; }
-  done
+  need_stages_0_1 9
   for speaker in "${folds[@]}"; do
     corpus=$data/loso/corpus_${speaker}_tight${tight_fraction}
     [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
@@ -349,10 +354,7 @@ if [[ $stage -le 10 && $stop_stage -ge 10 ]]; then
   corpus=$data/corpus_all_speakers_tight${tight_fraction}
   [[ $join_tempo == 1 || $join_tempo == 1.0 ]] || corpus+=_tempo${join_tempo}
   echo "== stage 10: every speaker trains -> $all_dir"
-  for need in "$data/corpus/train_tts.jsonl" "$data/lang/tokenizer.model"; do
-    [[ -f "$need" ]] || { echo "run.sh: stage 10: $need is missing; run stages 0-1 first" \
-      "(bash run.sh --stop-stage 1)" >&2; exit 2; }
-  done
+  need_stages_0_1 10
   speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --all-speakers --tight-fraction "$tight_fraction" \
     --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
   plateau=(--fail-on-plateau)
