@@ -18,7 +18,8 @@
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tight --loso-against control   # paired against another run
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name tempo --join-tempo 1.3   # faster words inside tight strings
 #   bash run.sh --stage 9 --stop-stage 9 --loso-name no_theo --loso-exclude theo   # one training speaker fewer
-#   bash run.sh --stage 10 --stop-stage 10  # the model to deploy: trained on all six speakers (exp/all_speakers)
+#   bash run.sh --stage 9 --stop-stage 9 --loso-prune "mnp_vanilla vib_entropy"   # what pruning costs a new voice
+#   bash run.sh --stage 10 --stop-stage 10  # the model to deploy: trained on all six speakers, then pruned
 #   bash run.sh --flite-count 1000       # + 1,000 strings in Flite voices (apt-get install flite), likewise --mbrola-count
 #
 # Stages are restartable: each one skips or resumes work that is already done.
@@ -71,6 +72,8 @@ loso_speakers=""        # stage 9: only these folds ("george nicolas"): split th
 loso_against=""         # stage 9: NAME of another run under exp/loso/ (its control) to compare with, fold by fold
 loso_exclude=""         # stage 9: speakers left out of every fold's corpus ("theo"): what one more training
                         # speaker is worth to a new voice, at the same number of training strings
+loso_prune=""           # stage 9: pruning runs of every fold's model ("mnp_vanilla vib_entropy", named as in
+                        # --prune-runs), snapshots scored on the held-out speaker and on the training speakers
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -100,7 +103,8 @@ while [[ $# -gt 0 ]]; do
     --loso-speakers) loso_speakers="$2"; shift 2 ;;
     --loso-against) loso_against="$2"; shift 2 ;;
     --loso-exclude) loso_exclude="$2"; shift 2 ;;
-    -h|--help) sed -n '2,24p' "$(basename "$0")"; exit 0 ;;
+    --loso-prune) loso_prune="$2"; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$(basename "$0")"; exit 0 ;;
     *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -146,6 +150,45 @@ train_manifests() {
   [[ $mbrola_count -gt 0 && -f "$data/mbrola/train_mbrola.jsonl" ]] && list+=",$data/mbrola/train_mbrola.jsonl"
   [[ $flite_count -gt 0 && -f "$data/flite/train_flite.jsonl" ]] && list+=",$data/flite/train_flite.jsonl"
   echo "[$list]"
+}
+
+# A misspelt pruning run is named before any stage starts, not hours into one.
+for run in $(prune_run_names "$prune_runs" "$prune_seeds") $loso_prune; do
+  prune_run_options "$run" "$entropy_weight"
+done
+
+# One pruning run RUN of MODEL into DIR, fine-tuned on the training speech of CORPUS (stages 5, 9, 10): a
+# finished run is skipped, an interrupted one resumes. prune_model STAGE MODEL DIR CORPUS RUN
+prune_model() {
+  prune_run_options "$5" "$entropy_weight"
+  if [[ -f "$3/prune_summary.json" ]]; then
+    echo "== stage $1: $5 already done ($3)"; return
+  fi
+  echo "== stage $1: pruning run $5 -> $3"
+  speechprune prune "$2" --config conf/prune.yaml --exp-dir "$3" \
+    --set data.train_manifests="$(train_manifests "$4")" \
+    --set data.valid_manifest="$4/valid.jsonl" "${opts[@]}" "${prune_extra[@]}"
+}
+
+# Greedy WER of MODEL on every MANIFEST not yet scored into OUT (OUT/NAME.summary.json): a rerun scores
+# only what is missing. score MODEL OUT MANIFEST...
+score() {
+  local model="$1" out="$2" manifest unscored=()
+  shift 2
+  for manifest in "$@"; do
+    [[ -f "$out/$(basename "$manifest" .jsonl).summary.json" ]] || unscored+=("$manifest")
+  done
+  [[ ${#unscored[@]} -eq 0 ]] || speechprune evaluate "$model" "${unscored[@]}" --out "$out" --threads "$threads"
+}
+
+# Every snapshot of the pruning run DIR scored on the MANIFESTs, into DIR/eval/sparsityNN.
+# score_snapshots DIR MANIFEST...
+score_snapshots() {
+  local run_dir="$1" snapshot
+  shift
+  for snapshot in "$run_dir"/snapshots/sparsity*.pt; do
+    score "$snapshot" "$run_dir/eval/$(basename "$snapshot" .pt)" "$@"
+  done
 }
 
 # Stages 9 and 10 train on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
@@ -240,14 +283,7 @@ fi
 
 if [[ $stage -le 5 && $stop_stage -ge 5 ]]; then
   for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do
-    prune_run_options "$run" "$entropy_weight"
-    if [[ -f "$prune_dir/$run/prune_summary.json" ]]; then
-      echo "== stage 5: $run already done ($prune_dir/$run)"; continue
-    fi
-    echo "== stage 5: pruning run $run -> $prune_dir/$run"
-    speechprune prune "$exp/model.pt" --config conf/prune.yaml --exp-dir "$prune_dir/$run" \
-      --set data.train_manifests="$(train_manifests "$data/corpus")" \
-      --set data.valid_manifest="$data/corpus/valid.jsonl" "${opts[@]}" "${prune_extra[@]}"
+    prune_model 5 "$exp/model.pt" "$prune_dir/$run" "$data/corpus" "$run"
   done
 fi
 
@@ -325,25 +361,32 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     fold=$loso_dir/$speaker
     # scored on the speaker's pause-joined strings and on the fluent probe (every join tight); a fold
     # trained before the probe existed is only scored on the probe
-    if [[ ! -f "$fold/eval/test_speaker.summary.json" || ! -f "$fold/eval/test_speaker_tight.summary.json" ]]; then
-      echo "== stage 9: without $speaker"
-      speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
-        --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${exclude_args[@]}" "${corpus_sizes[@]}" \
-        --tts-count 0 >/dev/null
-      if [[ ! -f "$fold/train_summary.json" ]]; then
-        speechprune train --config conf/train.yaml --exp-dir "$fold" \
-          --set data.train_manifests="$(train_manifests "$corpus")" \
-          --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
-          "${loso_train[@]}"
-      fi
-      unscored=()
-      for split in test_speaker test_speaker_tight; do
-        [[ -f "$fold/eval/$split.summary.json" ]] || unscored+=("$corpus/$split.jsonl")
-      done
-      speechprune evaluate "$fold/model.pt" "${unscored[@]}" --out "$fold/eval" --threads "$threads"
+    scored=true
+    [[ -f "$fold/eval/test_speaker.summary.json" && -f "$fold/eval/test_speaker_tight.summary.json" ]] || scored=false
+    $scored && [[ -z "$loso_prune" ]] && continue
+    echo "== stage 9: without $speaker"
+    speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
+      --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${exclude_args[@]}" "${corpus_sizes[@]}" \
+      --tts-count 0 >/dev/null
+    if [[ ! -f "$fold/train_summary.json" ]]; then
+      speechprune train --config conf/train.yaml --exp-dir "$fold" \
+        --set data.train_manifests="$(train_manifests "$corpus")" \
+        --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
+        "${loso_train[@]}"
     fi
+    score "$fold/model.pt" "$fold/eval" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl"
+    [[ -n "$loso_prune" ]] || continue
+    # what pruning costs a voice the model never heard, beside what it costs the training speakers' own
+    # unheard takes (test.jsonl), so the unpruned fold is scored there too
+    score "$fold/model.pt" "$fold/eval" "$corpus/test.jsonl"
+    for run in $loso_prune; do
+      prune_model 9 "$fold/model.pt" "$fold/prune/$run" "$corpus" "$run"
+      score_snapshots "$fold/prune/$run" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl" \
+        "$corpus/test.jsonl"
+    done
   done
   python local/loso_summary.py "$loso_dir" ${loso_against:+--against "$(dirname "$loso_dir")/$loso_against"}
+  [[ -z "$loso_prune" ]] || python local/loso_pruning.py "$loso_dir" --runs $loso_prune
 fi
 
 if [[ $stage -le 10 && $stop_stage -ge 10 ]]; then
@@ -359,9 +402,15 @@ if [[ $stage -le 10 && $stop_stage -ge 10 ]]; then
     --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
   plateau=(--fail-on-plateau)
   $quick && plateau=()
-  speechprune train --config conf/train.yaml --exp-dir "$all_dir" "${plateau[@]}" \
-    --set data.train_manifests="$(train_manifests "$corpus")" \
+  # a finished training is kept as it is (a rerun prunes what is missing); an interrupted one resumes
+  [[ -f "$all_dir/train_summary.json" ]] || speechprune train --config conf/train.yaml --exp-dir "$all_dir" \
+    "${plateau[@]}" --set data.train_manifests="$(train_manifests "$corpus")" \
     --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
     "${extra[@]}"
-  speechprune evaluate "$all_dir/model.pt" "$corpus/test.jsonl" --out "$all_dir/eval" --threads "$threads"
+  score "$all_dir/model.pt" "$all_dir/eval" "$corpus/test.jsonl"
+  # its pruned snapshots, the files to put on a board: the runs of --prune-runs, scored on the same strings
+  for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do
+    prune_model 10 "$all_dir/model.pt" "$all_dir/prune/$run" "$corpus" "$run"
+    score_snapshots "$all_dir/prune/$run" "$corpus/test.jsonl"
+  done
 fi
