@@ -194,3 +194,25 @@ def test_a_misspelt_pruning_run_is_refused_before_any_stage(tmp_path):
     )  # fmt: skip
     assert done.returncode == 2 and done.stderr.count("\n") == 1 and "mnp_vanila" in done.stderr
     assert not (tmp_path / "bin" / "calls.log").exists()
+
+
+def test_the_every_speaker_stage_keeps_a_finished_training_and_prunes_it(tmp_path):
+    """Stage 10's model is the one to deploy; its pruned snapshots are the files a board runs. A rerun to
+    prune must not retrain it (nor rewrite its training summary), and each snapshot is scored once."""
+    recipe, env = _recipe_with_fake_cli(tmp_path)
+    trained = recipe / "exp" / "all_speakers"
+    (trained / "eval").mkdir(parents=True)
+    (trained / "model.pt").write_text("")
+    (trained / "train_summary.json").write_text('{"train_seconds_this_run": 2473.0}')
+    command = ["bash", str(recipe / "run.sh"), "--stage", "10", "--stop-stage", "10", "--fsdd-dir",
+               str(tmp_path / "fsdd"), "--prune-runs", "vib_entropy"]  # fmt: skip
+    for _ in range(2):
+        done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+        assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "bin" / "calls.log").read_text().splitlines()
+    assert not any(call.startswith("train ") for call in calls)
+    assert [call.split()[1] for call in calls if call.startswith("prune ")] == ["exp/all_speakers/model.pt"]
+    scored = [call.split()[1] for call in calls if call.startswith("evaluate ")]
+    snapshots = "exp/all_speakers/prune/vib_entropy/snapshots"
+    assert scored == ["exp/all_speakers/model.pt", f"{snapshots}/sparsity50.pt", f"{snapshots}/sparsity85.pt"]
+    assert "2473.0" in (trained / "train_summary.json").read_text()

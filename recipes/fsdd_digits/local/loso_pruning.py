@@ -194,8 +194,8 @@ def plot(summary: list[dict], rows: list[dict], path: Path) -> None:
                 if g[f"{prefix}_mean_wer"] is not None
             ]
             if points:
-                label = f"{run} (mean of folds)"
-                axes.plot(*zip(*points, strict=True), marker="o", color=colour, label=label)
+                legend = f"{run} (mean of folds)"
+                axes.plot(*zip(*points, strict=True), marker="o", color=colour, label=legend)
             folds = [
                 (100 * r["sparsity"], 100 * r[f"{prefix}_wer"])
                 for r in rows
