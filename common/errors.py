@@ -13,9 +13,12 @@ class ManifestError(SpeechpruneError):
     """A manifest is missing, malformed or points at unusable audio; the message names the file and line."""
 
 
-class Terminated(Exception):
+class Terminated(BaseException):
     """The process was asked to stop (SIGTERM): work in progress was saved or discarded, never half-written.
 
     Not a :class:`SpeechpruneError`: nothing was wrong with the input, and the CLI exits 143 (128 + SIGTERM),
-    the status schedulers and shells expect of a terminated job, never 0.
+    the status schedulers and shells expect of a terminated job, never 0. A ``BaseException``, as
+    ``KeyboardInterrupt`` is: the signal lands wherever the main thread is, and library code that catches
+    ``Exception`` there would swallow it (tqdm does, while it starts its monitor thread: a SIGTERM in that
+    instant became a warning and the job ran on to exit 0), as would a batch job's per-file error handling.
     """

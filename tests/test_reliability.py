@@ -20,8 +20,9 @@ import yaml
 from asr.audio import load_audio
 from asr.checkpoint import load_model, save_model
 from asr.data.manifest import read_manifest
-from common.errors import SpeechpruneError
+from common.errors import SpeechpruneError, Terminated
 from common.fileio import write_json
+from common.signals import install_sigterm_handler
 from speechprune.cli import main
 from tests.conftest import tiny_config
 
@@ -197,6 +198,23 @@ def test_sigterm_during_training_saves_last_ckpt_exits_143_and_the_rerun_resumes
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((exp / "train_summary.json").read_text())
     assert summary["resumed_from"] and summary["epochs_completed"] == 6
+
+
+def test_sigterm_is_not_swallowed_by_code_that_catches_exception():
+    """The signal lands wherever the main thread is. tqdm catches ``Exception`` while it starts its monitor
+    thread: a clean-clone CI run's SIGTERM landed there, became a warning, and `transcribe` ran on to exit 0.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    install_sigterm_handler()
+    try:
+        with pytest.raises(Terminated):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here, in the main thread
+            except Exception:  # what tqdm does around its monitor thread
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_sigterm_during_transcribe_leaves_no_partial_output(base_model, tmp_path):
