@@ -73,6 +73,34 @@ def test_runs_narrow_the_table_and_folds_pool_across_run_folders(tmp_path):
     assert [(g["run"], g["folds"]) for g in groups] == [("unpruned", 2), ("mnp", 2)]
 
 
+def test_a_measure_a_snapshot_lacks_is_missing_not_zero(tmp_path):
+    """A snapshot scored only on some measures, or whose evaluate could score nothing (``wer`` null), has
+    no figure there: no mean, no worst fold, no fold counted as not worse."""
+    _pruned_fold(tmp_path, "alice", (0.1, 0.1, 0.0), {})
+    snapshot = tmp_path / "alice" / "prune" / "mnp" / "eval" / "sparsity85"
+    snapshot.mkdir(parents=True)
+    (snapshot / "test.summary.json").write_text(json.dumps({"wer": 0.2, "audio_sha256": "same-test"}))
+    (snapshot / "test_speaker.summary.json").write_text(json.dumps({"wer": None, "audio_sha256": None}))
+    (tmp_path / "alice" / "prune" / "mnp" / "eval" / "sparsity85_old").mkdir()  # not a snapshot's scores
+    done = _summarize(tmp_path)
+    assert done.returncode == 0, done.stderr
+    group = json.loads((tmp_path / "pruning.json").read_text())["groups"][1]
+    assert (group["run"], group["sparsity"], group["heldout_mean_wer"]) == ("mnp", 0.85, None)
+    assert group["heldout_folds_changed"] == 0 and group["heldout_worst"] is None
+    assert abs(group["seen_mean_change_points"] - 20.0) < 1e-9
+    assert (
+        "| mnp | 85% | - | 1 | - | - | 20.00% (+20.00) | 0 of 0 | - |"
+        in (tmp_path / "pruning.md").read_text()
+    )
+
+
+def test_a_misspelt_run_is_named_not_dropped(tmp_path):
+    _pruned_fold(tmp_path, "alice", (0.1, 0.1, 0.0), {("mnp", 50): (0.2, 0.2, 0.0)})
+    done = _summarize(tmp_path, "--runs", "mnp", "vib_entorpy")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "--runs" in done.stderr
+    assert "vib_entorpy" in done.stderr and not (tmp_path / "pruning.csv").exists()
+
+
 def test_a_snapshot_scored_on_other_audio_is_refused_before_anything_is_written(tmp_path):
     """A corpus rebuilt otherwise between the unpruned fold's scoring and the snapshot's would make the
     change measure the audio, not the pruning."""
@@ -216,3 +244,49 @@ def test_the_every_speaker_stage_keeps_a_finished_training_and_prunes_it(tmp_pat
     snapshots = "exp/all_speakers/prune/vib_entropy/snapshots"
     assert scored == ["exp/all_speakers/model.pt", f"{snapshots}/sparsity50.pt", f"{snapshots}/sparsity85.pt"]
     assert "2473.0" in (trained / "train_summary.json").read_text()
+
+
+def _trained_all_speakers(recipe: Path, summary: dict) -> Path:
+    trained = recipe / "exp" / "all_speakers"
+    (trained / "eval").mkdir(parents=True)
+    (trained / "model.pt").write_text("")
+    (trained / "train_summary.json").write_text(json.dumps(summary))
+    return trained
+
+
+def _stage_10(recipe: Path, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    command = ["bash", str(recipe / "run.sh"), "--stage", "10", "--stop-stage", "10", "--fsdd-dir",
+               str(tmp_path / "fsdd"), "--prune-runs", "vib_entropy"]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+
+
+def test_a_rerun_does_not_prune_a_model_left_on_the_blank_plateau(tmp_path):
+    """`train --fail-on-plateau` stops the first run; the rerun finds the finished training's summary and
+    must stop again, not prune and score a model that emits only blanks."""
+    recipe, env = _recipe_with_fake_cli(tmp_path)
+    _trained_all_speakers(recipe, {"best_val_wer": 1.0, "epochs_completed": 2})
+    done = _stage_10(recipe, env, tmp_path)
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "blank plateau" in done.stderr
+    calls = (tmp_path / "bin" / "calls.log").read_text().splitlines()
+    assert not any(call.startswith(("prune ", "evaluate ", "train ")) for call in calls)
+
+
+def test_a_pruning_run_from_an_older_model_is_refused_and_stale_scores_are_redone(tmp_path):
+    """A retrained model must neither keep the snapshots pruned from its predecessor nor resume their run;
+    its own scores older than it are redone."""
+    recipe, env = _recipe_with_fake_cli(tmp_path)
+    trained = _trained_all_speakers(recipe, {"epochs_completed": 22})
+    (trained / "eval" / "test.summary.json").write_text('{"wer": 0.5}')
+    old_run = trained / "prune" / "vib_entropy"
+    old_run.mkdir(parents=True)
+    (old_run / "prune_summary.json").write_text("{}")
+    past = (trained / "model.pt").stat().st_mtime - 60
+    for old in (trained / "eval" / "test.summary.json", old_run / "prune_summary.json"):
+        os.utime(old, (past, past))
+    done = _stage_10(recipe, env, tmp_path)
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    assert "pruned from an older" in done.stderr and "remove it" in done.stderr
+    calls = (tmp_path / "bin" / "calls.log").read_text().splitlines()
+    assert [call.split()[:2] for call in calls if not call.startswith("prepare-fsdd")] == [
+        ["evaluate", "exp/all_speakers/model.pt"]
+    ]

@@ -153,6 +153,7 @@ train_manifests() {
 }
 
 # A misspelt pruning run is named before any stage starts, not hours into one.
+loso_prune=$(echo $loso_prune)  # "" when only spaces were given: no pruning, not an empty run list
 for run in $(prune_run_names "$prune_runs" "$prune_seeds") $loso_prune; do
   prune_run_options "$run" "$entropy_weight"
 done
@@ -160,7 +161,14 @@ done
 # One pruning run RUN of MODEL into DIR, fine-tuned on the training speech of CORPUS (stages 5, 9, 10): a
 # finished run is skipped, an interrupted one resumes. prune_model STAGE MODEL DIR CORPUS RUN
 prune_model() {
+  local made
   prune_run_options "$5" "$entropy_weight"
+  # a run begun or finished from an earlier MODEL (retrained since) would resume or be kept as this one's
+  for made in "$3/prune_summary.json" "$3/checkpoints/last.ckpt"; do
+    if [[ -f "$made" && "$2" -nt "$made" ]]; then
+      echo "run.sh: stage $1: $3 was pruned from an older $2; remove it to prune the new model" >&2; exit 2
+    fi
+  done
   if [[ -f "$3/prune_summary.json" ]]; then
     echo "== stage $1: $5 already done ($3)"; return
   fi
@@ -170,13 +178,13 @@ prune_model() {
     --set data.valid_manifest="$4/valid.jsonl" "${opts[@]}" "${prune_extra[@]}"
 }
 
-# Greedy WER of MODEL on every MANIFEST not yet scored into OUT (OUT/NAME.summary.json): a rerun scores
-# only what is missing. score MODEL OUT MANIFEST...
+# Greedy WER of MODEL on every MANIFEST not yet scored into OUT (OUT/NAME.summary.json) since MODEL was
+# written: a rerun scores only what is missing or older than the model. score MODEL OUT MANIFEST...
 score() {
   local model="$1" out="$2" manifest unscored=()
   shift 2
   for manifest in "$@"; do
-    [[ -f "$out/$(basename "$manifest" .jsonl).summary.json" ]] || unscored+=("$manifest")
+    [[ "$out/$(basename "$manifest" .jsonl).summary.json" -nt "$model" ]] || unscored+=("$manifest")
   done
   [[ ${#unscored[@]} -eq 0 ]] || speechprune evaluate "$model" "${unscored[@]}" --out "$out" --threads "$threads"
 }
@@ -186,9 +194,19 @@ score() {
 score_snapshots() {
   local run_dir="$1" snapshot
   shift
+  compgen -G "$run_dir/snapshots/sparsity*.pt" >/dev/null || {
+    echo "run.sh: $run_dir/snapshots/ holds no sparsityNN.pt; did its pruning run finish?" >&2; exit 1; }
   for snapshot in "$run_dir"/snapshots/sparsity*.pt; do
     score "$snapshot" "$run_dir/eval/$(basename "$snapshot" .pt)" "$@"
   done
+}
+
+# Whether the finished training in DIR left CTC's blank plateau. `speechprune train --fail-on-plateau`
+# says so once, on the run that ends there; a rerun finds its train_summary.json and must not prune the
+# model as if it recognized anything. off_plateau DIR
+off_plateau() {
+  python -c 'import json, sys; from asr.metrics import blank_plateau
+sys.exit(blank_plateau(json.load(open(sys.argv[1]))) is not None)' "$1/train_summary.json"
 }
 
 # Stages 9 and 10 train on stage 0's eSpeak NG strings with stage 1's units: name what is missing before a
@@ -376,6 +394,9 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     fi
     score "$fold/model.pt" "$fold/eval" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl"
     [[ -n "$loso_prune" ]] || continue
+    if ! $quick && ! off_plateau "$fold"; then
+      echo "== stage 9: $speaker: its model is still on CTC's blank plateau; not pruned" >&2; continue
+    fi
     # what pruning costs a voice the model never heard, beside what it costs the training speakers' own
     # unheard takes (test.jsonl), so the unpruned fold is scored there too
     score "$fold/model.pt" "$fold/eval" "$corpus/test.jsonl"
@@ -407,6 +428,10 @@ if [[ $stage -le 10 && $stop_stage -ge 10 ]]; then
     "${plateau[@]}" --set data.train_manifests="$(train_manifests "$corpus")" \
     --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
     "${extra[@]}"
+  if ! $quick && ! off_plateau "$all_dir"; then
+    echo "run.sh: stage 10: $all_dir/model.pt is still on CTC's blank plateau; remove $all_dir and train" \
+      "longer (--set trainer.max_epochs=N, --set trainer.max_time=...)" >&2; exit 1
+  fi
   score "$all_dir/model.pt" "$all_dir/eval" "$corpus/test.jsonl"
   # its pruned snapshots, the files to put on a board: the runs of --prune-runs, scored on the same strings
   for run in $(prune_run_names "$prune_runs" "$prune_seeds"); do

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -32,6 +33,7 @@ MEASURES = (
     ("test", "seen", "training speakers' unheard takes"),
 )
 UNPRUNED = "unpruned"
+SNAPSHOT_EVAL = re.compile(r"sparsity(\d+)")  # run.sh's DIR/eval/sparsityNN, NN the percent removed
 
 
 class InputError(Exception):
@@ -39,12 +41,19 @@ class InputError(Exception):
 
 
 def _scores(eval_dir: Path) -> dict[str, dict]:
-    """The summaries in ``eval_dir`` by measure (absent measures left out)."""
+    """The summaries in ``eval_dir`` by measure. A measure is absent when its file is, or when evaluate
+    could score none of its utterances (``wer`` null): it counts as not measured, never as 0%."""
     found = {}
     for stem, _, _ in MEASURES:
         path = eval_dir / f"{stem}.summary.json"
-        if path.is_file():
-            found[stem] = json.loads(path.read_text())
+        if not path.is_file():
+            continue
+        try:
+            summary = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise InputError(f"{path}: unreadable ({error})") from None
+        if summary.get("wer") is not None:
+            found[stem] = summary
     return found
 
 
@@ -76,7 +85,7 @@ def fold_rows(loso_dirs: list[Path], runs: list[str] | None) -> list[dict]:
             run_dirs = sorted(
                 path for path in (fold / "prune").iterdir() if runs is None or path.name in runs
             )
-            evaluated = [run for run in run_dirs if any((run / "eval").glob("sparsity*/*.summary.json"))]
+            evaluated = [run for run in run_dirs if _snapshot_evals(run)]
             if not evaluated:
                 continue
             if fold.name in owner:
@@ -91,10 +100,22 @@ def fold_rows(loso_dirs: list[Path], runs: list[str] | None) -> list[dict]:
                 )
             rows.append(_row(fold.name, fold, UNPRUNED, 0.0, base, base))
             for run in evaluated:
-                for snapshot in sorted((run / "eval").glob("sparsity*")):
-                    sparsity = int(snapshot.name.removeprefix("sparsity")) / 100
+                for sparsity, snapshot in _snapshot_evals(run):
                     rows.append(_row(fold.name, run, run.name, sparsity, _scores(snapshot), base))
+    missing = sorted(set(runs or ()) - {row["run"] for row in rows})
+    if missing and rows:
+        raise InputError(f"--runs: no fold holds a scored snapshot of {' '.join(missing)}")
     return rows
+
+
+def _snapshot_evals(run: Path) -> list[tuple[float, Path]]:
+    """The run's scored snapshots as (sparsity, folder), other folders under ``eval/`` left alone."""
+    found = []
+    for folder in sorted((run / "eval").glob("sparsity*")):
+        match = SNAPSHOT_EVAL.fullmatch(folder.name)
+        if match and any(folder.glob("*.summary.json")):
+            found.append((int(match.group(1)) / 100, folder))
+    return found
 
 
 def groups(rows: list[dict]) -> list[dict]:
@@ -117,9 +138,14 @@ def groups(rows: list[dict]) -> list[dict]:
         for _, prefix, _ in MEASURES:
             group[f"{prefix}_mean_wer"] = _mean([row[f"{prefix}_wer"] for row in members])
             group[f"{prefix}_mean_change_points"] = _mean([row[f"{prefix}_change_points"] for row in members])
-        group["heldout_folds_worse"] = sum((row["heldout_change_points"] or 0) > 0 for row in members)
-        worst = max(members, key=lambda row: row["heldout_wer"] or 0.0)
-        group["heldout_worst"] = {"speaker": worst["speaker"], "wer": worst["heldout_wer"]}
+        changes = [
+            row["heldout_change_points"] for row in members if row["heldout_change_points"] is not None
+        ]
+        group["heldout_folds_changed"] = len(changes)  # folds with the measure on both models
+        group["heldout_folds_worse"] = sum(change > 0 for change in changes)
+        scored = [row for row in members if row["heldout_wer"] is not None]
+        worst = max(scored, key=lambda row: row["heldout_wer"]) if scored else None
+        group["heldout_worst"] = {"speaker": worst["speaker"], "wer": worst["heldout_wer"]} if worst else None
         summary.append(group)
     return summary
 
@@ -130,6 +156,7 @@ def _mean(values: list) -> float | None:
 
 
 def _cell(wer: float | None, change: float | None, bold: bool = False) -> str:
+    """A WER with its change in points, "-" where the measure is missing."""
     if wer is None:
         return "-"
     text = f"{100 * wer:.2f}%"
@@ -156,11 +183,12 @@ def markdown(summary: list[dict], rows: list[dict]) -> str:
             for _, p, _ in MEASURES
         )
         worst = group["heldout_worst"]
-        worse = f"{group['heldout_folds_worse']} of {group['folds']}" if pruned else "-"
+        worst_cell = f"{worst['speaker']} {100 * worst['wer']:.2f}%" if worst else "-"
+        worse = f"{group['heldout_folds_worse']} of {group['heldout_folds_changed']}" if pruned else "-"
         parameters = "-" if group["parameters"] is None else f"{group['parameters'] / 1e6:.2f} M"
         lines.append(
             f"| {group['run']} | {100 * group['sparsity']:.0f}% | {parameters} | {group['folds']} | {cells} "
-            f"| {worse} | {worst['speaker']} {100 * worst['wer']:.2f}% |"
+            f"| {worse} | {worst_cell} |"
         )
     measures = " | ".join(label for _, _, label in MEASURES)
     lines += ["", f"| held-out speaker | run | sparsity | {measures} |"]
@@ -241,14 +269,14 @@ def main() -> int:
             file=sys.stderr,
         )
         return 2
-    out.mkdir(parents=True, exist_ok=True)
     summary = groups(rows)
+    table = markdown(summary, rows)  # built before anything is written: a failure leaves no partial set
+    out.mkdir(parents=True, exist_ok=True)
     with atomic_open(out / "pruning.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
     write_json(out / "pruning.json", {"groups": summary, "rows": rows})
-    table = markdown(summary, rows)
     with atomic_open(out / "pruning.md", "w") as handle:
         handle.write(table)
     plot(summary, rows, out / "pruning.png")
