@@ -201,6 +201,21 @@ score_snapshots() {
   done
 }
 
+# The recipe's training of DIR on the training speech of CORPUS (stages 2, 9, 10); an interrupted one
+# resumes. train_model DIR CORPUS [OPTION...]
+train_model() {
+  local dir="$1" corpus="$2"
+  shift 2
+  speechprune train --config conf/train.yaml --exp-dir "$dir" \
+    --set data.train_manifests="$(train_manifests "$corpus")" \
+    --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" "$@"
+}
+
+# A model still on CTC's blank plateau (validation WER 100%) stops stages 2 and 10: pruning and timing it
+# would measure nothing. The quick run's two epochs on a tiny corpus never leave it.
+plateau=(--fail-on-plateau)
+$quick && plateau=()
+
 # Whether the finished training in DIR left CTC's blank plateau. `speechprune train --fail-on-plateau`
 # says so once, on the run that ends there; a rerun finds its train_summary.json and must not prune the
 # model as if it recognized anything. off_plateau DIR
@@ -274,15 +289,7 @@ fi
 
 if [[ $stage -le 2 && $stop_stage -ge 2 ]]; then
   echo "== stage 2: Lightning CTC training -> $exp"
-  # A model still on CTC's blank plateau (validation WER 100%) stops the recipe here: pruning and
-  # timing it would measure nothing. The quick run's two epochs on a tiny corpus never leave it.
-  plateau=(--fail-on-plateau)
-  $quick && plateau=()
-  speechprune train --config conf/train.yaml --exp-dir "$exp" "${plateau[@]}" \
-    --set data.train_manifests="$(train_manifests "$data/corpus")" \
-    --set data.valid_manifest="$data/corpus/valid.jsonl" \
-    --set tokenizer.path="$data/lang/tokenizer.model" \
-    "${extra[@]}"
+  train_model "$exp" "$data/corpus" "${plateau[@]}" "${extra[@]}"
 fi
 
 if [[ $stage -le 3 && $stop_stage -ge 3 ]]; then
@@ -386,12 +393,7 @@ if [[ $stage -le 9 && $stop_stage -ge 9 ]]; then
     speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --heldout-speaker "$speaker" \
       --tight-fraction "$tight_fraction" --join-tempo "$join_tempo" "${exclude_args[@]}" "${corpus_sizes[@]}" \
       --tts-count 0 >/dev/null
-    if [[ ! -f "$fold/train_summary.json" ]]; then
-      speechprune train --config conf/train.yaml --exp-dir "$fold" \
-        --set data.train_manifests="$(train_manifests "$corpus")" \
-        --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
-        "${loso_train[@]}"
-    fi
+    [[ -f "$fold/train_summary.json" ]] || train_model "$fold" "$corpus" "${loso_train[@]}"
     score "$fold/model.pt" "$fold/eval" "$corpus/test_speaker.jsonl" "$corpus/test_speaker_tight.jsonl"
     [[ -n "$loso_prune" ]] || continue
     if ! $quick && ! off_plateau "$fold"; then
@@ -421,13 +423,8 @@ if [[ $stage -le 10 && $stop_stage -ge 10 ]]; then
   need_stages_0_1 10
   speechprune prepare-fsdd "${fsdd_args[@]}" --out "$corpus" --all-speakers --tight-fraction "$tight_fraction" \
     --join-tempo "$join_tempo" "${corpus_sizes[@]}" --tts-count 0 >/dev/null
-  plateau=(--fail-on-plateau)
-  $quick && plateau=()
   # a finished training is kept as it is (a rerun prunes what is missing); an interrupted one resumes
-  [[ -f "$all_dir/train_summary.json" ]] || speechprune train --config conf/train.yaml --exp-dir "$all_dir" \
-    "${plateau[@]}" --set data.train_manifests="$(train_manifests "$corpus")" \
-    --set data.valid_manifest="$corpus/valid.jsonl" --set tokenizer.path="$data/lang/tokenizer.model" \
-    "${extra[@]}"
+  [[ -f "$all_dir/train_summary.json" ]] || train_model "$all_dir" "$corpus" "${plateau[@]}" "${extra[@]}"
   if ! $quick && ! off_plateau "$all_dir"; then
     echo "run.sh: stage 10: $all_dir/model.pt is still on CTC's blank plateau; remove $all_dir and train" \
       "longer (--set trainer.max_epochs=N, --set trainer.max_time=...)" >&2; exit 1

@@ -24,6 +24,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from loso_summary import mean_over_folds
+
 from common.fileio import atomic_open, write_json
 
 # the three measures of a model: summary file stem, column prefix, what it is
@@ -133,11 +135,11 @@ def groups(rows: list[dict]) -> list[dict]:
             "sparsity": sparsity,
             "folds": len(members),
             "speakers": [row["speaker"] for row in members],
-            "parameters": _mean([row["parameters"] for row in members]),
+            "parameters": mean_over_folds(members, "parameters"),
         }
         for _, prefix, _ in MEASURES:
-            group[f"{prefix}_mean_wer"] = _mean([row[f"{prefix}_wer"] for row in members])
-            group[f"{prefix}_mean_change_points"] = _mean([row[f"{prefix}_change_points"] for row in members])
+            group[f"{prefix}_mean_wer"] = mean_over_folds(members, f"{prefix}_wer")
+            group[f"{prefix}_mean_change_points"] = mean_over_folds(members, f"{prefix}_change_points")
         changes = [
             row["heldout_change_points"] for row in members if row["heldout_change_points"] is not None
         ]
@@ -148,11 +150,6 @@ def groups(rows: list[dict]) -> list[dict]:
         group["heldout_worst"] = {"speaker": worst["speaker"], "wer": worst["heldout_wer"]} if worst else None
         summary.append(group)
     return summary
-
-
-def _mean(values: list) -> float | None:
-    """The mean, None unless every fold has the value (a partial mean misleads)."""
-    return None if not values or any(v is None for v in values) else sum(values) / len(values)
 
 
 def _cell(wer: float | None, change: float | None, bold: bool = False) -> str:

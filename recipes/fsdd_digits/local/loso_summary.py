@@ -109,8 +109,9 @@ def _probe_cell(row: dict) -> str:
     return f"{100 * row['probe_wer']:.2f}% ({_kinds(row, 'probe_')})"
 
 
-def _mean(rows: list[dict], key: str) -> float | None:
-    """Mean over speakers of a measure, None unless every fold has it (a partial mean misleads)."""
+def mean_over_folds(rows: list[dict], key: str) -> float | None:
+    """Mean over speakers of a measure, None unless every fold has it (a partial mean misleads); read by
+    ``loso_pruning.py`` too."""
     values = [row[key] for row in rows]
     return None if any(v is None for v in values) else sum(values) / len(values)
 
@@ -123,7 +124,9 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     from speechprune.figures import save_png
 
     measures = [
-        (key, label) for key, _, label in MEASURES if all(_mean(r, key) is not None for r in runs.values())
+        (key, label)
+        for key, _, label in MEASURES
+        if all(mean_over_folds(r, key) is not None for r in runs.values())
     ]
     figure, panels = plt.subplots(1, len(measures), figsize=(6.4 * len(measures), 3.8), squeeze=False)
     speakers = [row["speaker"] for row in next(iter(runs.values()))]
@@ -131,7 +134,7 @@ def _plot(runs: dict[str, list[dict]], path: Path, title: str) -> None:
     for axes, (key, label) in zip(panels[0], measures, strict=True):
         highest = max(1.0, *(100 * row[key] for rows in runs.values() for row in rows))  # all-zero runs too
         for index, (name, rows) in enumerate(runs.items()):
-            mean = _mean(rows, key)
+            mean = mean_over_folds(rows, key)
             colour = f"C{index}"
             offsets = [i + (index - (len(runs) - 1) / 2) * width for i in range(len(speakers))]
             axes.bar(offsets, [100 * row[key] for row in rows], width, color=colour, label=name)
@@ -162,7 +165,7 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
     measures = [
         (key, prefix)
         for key, prefix, _ in MEASURES
-        if _mean(mine_rows, key) is not None and _mean(their_rows, key) is not None
+        if mean_over_folds(mine_rows, key) is not None and mean_over_folds(their_rows, key) is not None
     ]
     pairs = []
     for speaker in common:
@@ -176,7 +179,7 @@ def _compare(loso_dir: Path, rows: list[dict], other_dir: Path, other_rows: list
         pairs.append(pair)
     summary = {"run": name, "against": other, "speakers": len(common)}
     for key, prefix in measures:
-        mean_mine, mean_theirs = _mean(mine_rows, key), _mean(their_rows, key)
+        mean_mine, mean_theirs = mean_over_folds(mine_rows, key), mean_over_folds(their_rows, key)
         summary |= {
             f"{prefix}mean_wer_{other}": mean_theirs,
             f"{prefix}mean_wer_{name}": mean_mine,
@@ -269,7 +272,7 @@ def main() -> int:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    probe_mean = _mean(rows, "probe_wer")
+    probe_mean = mean_over_folds(rows, "probe_wer")
     summary = {
         "speakers": len(rows),
         "mean_wer": mean,
