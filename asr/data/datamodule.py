@@ -42,6 +42,22 @@ class SpeechDataModule(L.LightningDataModule):
         self.valid_utterances: list[Utterance] = []
         self._resumed_epoch = 0
 
+    @classmethod
+    def from_utterances(
+        cls,
+        train: list[Utterance],
+        config: DataConfig,
+        tokenizer: Tokenizer,
+        sample_rate: int,
+        augment: AugmentConfig | None = None,
+    ) -> SpeechDataModule:
+        """Training data given as utterances, not manifests (self-adaptation's machine transcripts),
+        checked as manifests are; no validation set."""
+        check_audio_files(train, "training utterances")
+        module = cls(config, tokenizer, sample_rate, augment)
+        module.train_utterances = [u for u in train if u.duration <= config.max_duration]
+        return module
+
     def setup(self, stage: str | None = None) -> None:
         self._resumed_epoch = 0  # a fit that resumes sets it again from its checkpoint, after this
         # A datamodule reused across fits (the latency search fine-tunes many candidates) reads and checks
@@ -56,7 +72,7 @@ class SpeechDataModule(L.LightningDataModule):
             check_audio_files(
                 self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests)
             )
-        if stage in (None, "fit", "validate") and not self.valid_utterances:
+        if stage in (None, "fit", "validate") and self.config.valid_manifest and not self.valid_utterances:
             self.valid_utterances = read_manifest(self.config.valid_manifest)
             check_audio_files(self.valid_utterances, self.config.valid_manifest)
 

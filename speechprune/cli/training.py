@@ -1,4 +1,5 @@
-"""Commands that train, score and adapt models: ``train``, ``prune``, ``evaluate``, ``adapt-voice``."""
+"""Commands that train, score and adapt models: ``train``, ``prune``, ``evaluate``, ``adapt-voice``,
+``self-adapt``."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import json
 import sys
 from pathlib import Path
 
-from speechprune.cli.options import add_config_options, output_dir, output_file, positive_int
+from speechprune.cli.options import (
+    add_config_options,
+    output_dir,
+    output_file,
+    positive_float,
+    positive_int,
+    probability,
+)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -96,6 +104,28 @@ def _adapt_voice(args: argparse.Namespace) -> int:
         verdict = "unwarped: no warp lowered the loss"
     print(f"{args.out}: {verdict}")
     return 0
+
+
+def _self_adapt(args: argparse.Namespace) -> int:
+    import torch
+
+    from asr.augment import AugmentConfig
+    from asr.self_adaptation import SelfAdaptationConfig, self_adapt_model_file
+    from asr.transcribe import expand_inputs
+
+    recordings = expand_inputs(args.inputs)  # a one-line error for inputs that match nothing, before work
+    torch.set_num_threads(args.threads)
+    given = {"keep_fraction": args.keep, "epochs": args.epochs, "lr": args.lr}
+    config = SelfAdaptationConfig(**{name: value for name, value in given.items() if value is not None})
+    report = self_adapt_model_file(args.model, recordings, args.out, AugmentConfig(), config)
+    for path, reason in report.bad_files:
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
+    print(
+        f"{args.out}: fine-tuned on the model's transcripts of {report.kept} of {report.recordings} "
+        f"recordings (least certain unit's posterior >= {report.min_confidence:.3f}, mean "
+        f"{report.mean_confidence_kept:.3f}), {config.epochs} epochs"
+    )
+    return 1 if report.bad_files else 0
 
 
 def _warp_factor(text: str) -> float:
@@ -194,3 +224,25 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="warp factors to try (default: 0.9 to 1.1 in steps of 0.025; > 1 raises formants)",
     )
     adapt.set_defaults(handler=_adapt_voice)
+
+    self_adapt = commands.add_parser(
+        "self-adapt",
+        help="adapt a model to one speaker from their untranscribed recordings (self-training)",
+        description="Transcribes INPUTS (one speaker's recordings: files, folders, glob patterns) with "
+        "MODEL, keeps the transcripts it is surest of (--keep, ranked by the posterior of each "
+        "transcript's least certain unit) and fine-tunes on them with the training augmentation, writing "
+        "OUT: a normal model file (same layers and speed) for evaluate, transcribe, prune and export. "
+        "No transcript is needed. Unreadable files are skipped and listed (exit status 1).",
+    )
+    self_adapt.add_argument("model", help="model.pt (pruned or not) or a speechprune .ckpt")
+    self_adapt.add_argument("inputs", nargs="+", help="the speaker's recordings: files, folders or patterns")
+    self_adapt.add_argument("--out", type=output_file, required=True, help="adapted model file to write")
+    self_adapt.add_argument(
+        "--keep",
+        type=probability,
+        help="fraction of the recordings, most confident first, to fine-tune on (default: 0.7)",
+    )
+    self_adapt.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (default: 4)")
+    self_adapt.add_argument("--lr", type=positive_float, help="constant learning rate (default: 0.0002)")
+    self_adapt.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
+    self_adapt.set_defaults(handler=_self_adapt)

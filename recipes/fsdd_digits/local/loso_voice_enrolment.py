@@ -1,20 +1,28 @@
 """Measure voice adaptation on a leave-one-speaker-out run: each fold's model adapted to its held-out speaker.
 
 For every fold of LOSO_DIR (``<speaker>/model.pt``, scored by stage 9) the held-out speaker "enrols" with
-``--enrol`` of its pause-joined strings, spread over its manifest (a user reading that many digit strings
-with their text); ``speechprune adapt-voice``'s fit (:func:`asr.voice_warp.adapt_model_file`) writes the
-adapted model, and both models are scored on the speaker's other strings and on its fluent probe. The
-results are laid out as two runs that ``local/loso_summary.py --against`` pairs fold by fold:
+``--enrol`` of its pause-joined strings, spread over its manifest (a user's recordings of that many digit
+strings), and one of two adaptations writes the adapted model:
 
-    LOSO_DIR_enrolN_voice/<speaker>/   the adapted model: model_voice.pt, voice_warp.json, eval/
+- ``--method warp`` (default): ``speechprune adapt-voice``'s frequency-warp fit
+  (:func:`asr.voice_warp.adapt_model_file`), which reads the strings' text;
+- ``--method self``: ``speechprune self-adapt``'s fine-tuning on the model's own confident transcripts
+  (:func:`asr.self_adaptation.self_adapt_model_file`), which never reads the text.
+
+Both models are scored on the speaker's other strings and on its fluent probe. The results are laid out
+as two runs that ``local/loso_summary.py --against`` pairs fold by fold:
+
+    LOSO_DIR_enrolN_voice/<speaker>/   warp: model_voice.pt, voice_warp.json, eval/
+    LOSO_DIR_enrolN_self/<speaker>/    self: model_self.pt, self_adaptation.json, eval/
     LOSO_DIR_enrolN_plain/<speaker>/   the same fold unadapted, on the same strings: eval/
 
     python local/loso_voice_enrolment.py exp/loso/recipe --enrol 20
     python local/loso_summary.py exp/loso/recipe_enrol20_voice --against exp/loso/recipe_enrol20_plain
+    python local/loso_voice_enrolment.py exp/loso/recipe --enrol 200 --method self
 
-The warp is one number fitted on the enrolment strings, which are left out of the pause-joined score; the
-probe re-joins the same speaker's recordings, enrolment ones included, so it shares recordings (not
-strings) with the enrolment. A rerun skips the folds already done.
+The enrolment strings are left out of the pause-joined score; the probe re-joins the same speaker's
+recordings, enrolment ones included, so it shares recordings (not strings) with the enrolment. A rerun
+skips the folds already done.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import shutil
 import sys
 from pathlib import Path
 
+from asr.augment import AugmentConfig
 from asr.data.manifest import read_manifest, write_manifest
 from asr.evaluate import evaluate_manifest
 from asr.inference import spread_subset
+from asr.self_adaptation import self_adapt_model_file
 from asr.voice_warp import adapt_model_file
 from common.errors import SpeechpruneError
 from common.fileio import write_json
@@ -36,24 +46,13 @@ HELD_OUT = "test_speaker.summary.json"
 PROBE = "test_speaker_tight.summary.json"
 
 
-def _enrol_fold(fold: Path, voice_dir: Path, plain_dir: Path, enrol: int) -> str:
-    """Adapt one fold's model and score both models; returns a line for the log."""
-    held_out = json.loads((fold / "eval" / HELD_OUT).read_text())["manifest"]
-    probe = json.loads((fold / "eval" / PROBE).read_text())["manifest"]
-    utterances = read_manifest(held_out)
-    if len(utterances) <= enrol:
-        raise SpeechpruneError(f"{held_out}: {len(utterances)} strings, not more than --enrol {enrol}")
-    enrolment = spread_subset(utterances, enrol)
-    chosen = {u.audio_filepath for u in enrolment}
-    voice_dir.mkdir(parents=True, exist_ok=True)
-    plain_dir.mkdir(parents=True, exist_ok=True)
-    enrolment_manifest = voice_dir / "enrolment.jsonl"
-    rest_manifest = voice_dir / "test_speaker.jsonl"  # the name keeps loso_summary's file names
-    write_manifest(enrolment_manifest, enrolment)
-    write_manifest(rest_manifest, [u for u in utterances if u.audio_filepath not in chosen])
-    fit = adapt_model_file(fold / "model.pt", enrolment_manifest, voice_dir / "model_voice.pt")
+METHOD_DIRS = {"warp": "voice", "self": "self"}  # --method -> the adapted run's suffix and model name
+
+
+def _warp(fold: Path, enrolment_manifest: Path, model: Path) -> str:
+    fit = adapt_model_file(fold / "model.pt", enrolment_manifest, model)
     write_json(
-        voice_dir / "voice_warp.json",
+        model.parent / "voice_warp.json",
         {
             "factor": fit.factor,
             "relative_gain": fit.relative_gain(),
@@ -63,18 +62,56 @@ def _enrol_fold(fold: Path, voice_dir: Path, plain_dir: Path, enrol: int) -> str
             "losses": {f"{factor:g}": loss for factor, loss in fit.losses.items()},
         },
     )
-    for model, out in ((voice_dir / "model_voice.pt", voice_dir), (fold / "model.pt", plain_dir)):
+    lowest = f"lowest loss at {fit.lowest:g}, {100 * fit.relative_gain(fit.lowest):.1f}% under unwarped"
+    return f"warp {fit.factor:g} ({lowest})"
+
+
+def _self(fold: Path, enrolment_manifest: Path, model: Path) -> str:
+    recordings = [u.audio_filepath for u in read_manifest(enrolment_manifest)]  # the text is not read
+    report = self_adapt_model_file(fold / "model.pt", recordings, model, AugmentConfig())
+    write_json(model.parent / "self_adaptation.json", report.to_dict())
+    kept = f"{report.kept} of {report.recordings}"
+    return f"fine-tuned on {kept} transcripts (confidence >= {report.min_confidence})"
+
+
+def _enrol_fold(fold: Path, adapted_dir: Path, plain_dir: Path, enrol: int, method: str) -> str:
+    """Adapt one fold's model and score it (and the unadapted model, once); returns a line for the log."""
+    held_out = json.loads((fold / "eval" / HELD_OUT).read_text())["manifest"]
+    probe = json.loads((fold / "eval" / PROBE).read_text())["manifest"]
+    utterances = read_manifest(held_out)
+    if len(utterances) <= enrol:
+        raise SpeechpruneError(f"{held_out}: {len(utterances)} strings, not more than --enrol {enrol}")
+    enrolment = spread_subset(utterances, enrol)
+    chosen = {u.audio_filepath for u in enrolment}
+    adapted_dir.mkdir(parents=True, exist_ok=True)
+    plain_dir.mkdir(parents=True, exist_ok=True)
+    enrolment_manifest = adapted_dir / "enrolment.jsonl"
+    rest_manifest = adapted_dir / "test_speaker.jsonl"  # the name keeps loso_summary's file names
+    write_manifest(enrolment_manifest, enrolment)
+    write_manifest(rest_manifest, [u for u in utterances if u.audio_filepath not in chosen])
+    adapted = adapted_dir / f"model_{METHOD_DIRS[method]}.pt"
+    line = (_warp if method == "warp" else _self)(fold, enrolment_manifest, adapted)
+    runs = [(adapted, adapted_dir)]
+    if not (plain_dir / "train_summary.json").is_file():  # the other method scored it on these strings
+        runs.append((fold / "model.pt", plain_dir))
+    for model, out in runs:
         for manifest in (rest_manifest, probe):  # summaries named after the manifests, as stage 9's
             evaluate_manifest(model, manifest, out / "eval", progress=False)
         shutil.copy(fold / "train_summary.json", out / "train_summary.json")  # what loso_summary reads
-    lowest = f"lowest loss at {fit.lowest:g}, {100 * fit.relative_gain(fit.lowest):.1f}% under unwarped"
-    return f"{fold.name}: warp {fit.factor:g} ({lowest})"
+    return f"{fold.name}: {line}"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("loso_dir", type=Path, help="a leave-one-speaker-out run (exp/loso/NAME)")
     parser.add_argument("--enrol", type=int, default=20, help="enrolment strings per speaker (default: 20)")
+    parser.add_argument(
+        "--method",
+        choices=sorted(METHOD_DIRS),
+        default="warp",
+        help="warp: frequency warp fitted on the strings' text; self: fine-tuning on the model's own "
+        "transcripts (default: warp)",
+    )
     args = parser.parse_args()
     if args.enrol < 1:
         print(f"loso_voice_enrolment.py: --enrol {args.enrol}: needs at least one string", file=sys.stderr)
@@ -88,16 +125,17 @@ def main() -> int:
     base = args.loso_dir.parent / f"{args.loso_dir.name}_enrol{args.enrol}"
     failed = 0
     for fold in folds:
-        voice_dir, plain_dir = Path(f"{base}_voice") / fold.name, Path(f"{base}_plain") / fold.name
-        if (plain_dir / "train_summary.json").is_file():
+        adapted_dir = Path(f"{base}_{METHOD_DIRS[args.method]}") / fold.name
+        plain_dir = Path(f"{base}_plain") / fold.name
+        if (adapted_dir / "train_summary.json").is_file():
             print(f"{fold.name}: done before, skipped")
             continue
         try:
-            print(_enrol_fold(fold, voice_dir, plain_dir, args.enrol), flush=True)
+            print(_enrol_fold(fold, adapted_dir, plain_dir, args.enrol, args.method), flush=True)
         except SpeechpruneError as error:
             print(f"loso_voice_enrolment.py: {fold.name}: {error}", file=sys.stderr)
             failed += 1
-    print(f"compare: python local/loso_summary.py {base}_voice --against {base}_plain")
+    print(f"compare: python local/loso_summary.py {base}_{METHOD_DIRS[args.method]} --against {base}_plain")
     return 1 if failed else 0
 
 

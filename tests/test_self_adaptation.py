@@ -1,0 +1,160 @@
+"""Self-adaptation: transcripts ranked by their least certain unit, the most confident fine-tuned on (their
+text, never a reference), and the adapted file a normal model; bad input refused or reported. (Whether it
+helps a new voice is measured on the leave-one-speaker-out folds, docs/new_voices.md.)"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from asr import self_adaptation
+from asr.augment import AugmentConfig
+from asr.checkpoint import load_model
+from asr.data.manifest import read_manifest
+from asr.self_adaptation import (
+    SELF_ADAPTATION_KEY,
+    PseudoLabel,
+    SelfAdaptationConfig,
+    most_confident,
+    pseudo_labels,
+    self_adapt_model_file,
+)
+from asr.tokenizer import Tokenizer
+from common.errors import SpeechpruneError
+from speechprune.cli import main
+
+
+def _recordings(tiny_corpus) -> list[str]:
+    """40 strings of the tiny corpus (no transcripts are read): more than the 20 adaptation needs."""
+    splits = ("test_speaker", "test", "valid")
+    return [u.audio_filepath for split in splits for u in read_manifest(tiny_corpus[split])]
+
+
+def test_confidence_is_the_least_certain_emitted_unit(monkeypatch, tiny_corpus):
+    tokenizer = Tokenizer.load(tiny_corpus["tokenizer"])
+    blank = tokenizer.blank_id
+
+    def frames(*posteriors: tuple[int, float]) -> torch.Tensor:
+        """One frame per (unit, posterior), the rest of each frame's mass spread over the other units."""
+        rows = torch.empty(len(posteriors), tokenizer.vocab_size)
+        for row, (unit, posterior) in zip(rows, posteriors, strict=True):
+            row.fill_((1 - posterior) / (tokenizer.vocab_size - 1))
+            row[unit] = posterior
+        return rows.log()
+
+    units = tokenizer.encode("one two")
+    doubtful = len(units) // 2
+    spoken = [(blank, 0.99)]
+    for index, unit in enumerate(units):  # a blank frame (posterior 0.6) after every unit
+        spoken += [(unit, 0.55 if index == doubtful else 0.9), (blank, 0.6)]
+    emissions = [frames(*spoken), frames((blank, 0.99), (blank, 0.7))]  # the second emits nothing
+    monkeypatch.setattr(self_adaptation, "encode_batched", lambda recognizer, waveforms: emissions)
+    labels = pseudo_labels(torch.nn.Identity(), tokenizer, [torch.zeros(1)] * 2)
+    assert labels[0].text == "one two"
+    assert labels[0].confidence == pytest.approx(0.55)  # the doubtful "two", not the mean or a blank frame
+    assert labels[1] == PseudoLabel("", 0.0)
+
+
+@pytest.mark.parametrize(
+    ("confidences", "keep", "chosen"),
+    [
+        ([0.5, 0.9, 0.7, 0.2], 0.5, [1, 2]),
+        ([0.5, 0.9, 0.7, 0.2], 1.0, [1, 2, 0, 3]),
+        ([0.5, 0.9, 0.7, 0.2], 0.1, [1]),  # at least one
+    ],
+)
+def test_the_most_confident_transcripts_are_kept(confidences, keep, chosen):
+    labels = [PseudoLabel("one", c) for c in confidences]
+    assert most_confident(labels, keep) == chosen
+
+
+def test_empty_transcripts_are_never_kept():
+    labels = [PseudoLabel("", 0.99), PseudoLabel("one", 0.3), PseudoLabel(" ", 0.98)]
+    assert most_confident(labels, 1.0) == [1]
+    assert most_confident([PseudoLabel("", 0.9)], 1.0) == []
+
+
+def test_fine_tuning_learns_the_model_transcripts_not_the_references(monkeypatch, base_model, tiny_corpus):
+    seen = {}
+
+    def record(loaded, training, augment, config):
+        seen["training"] = training
+        return loaded.recognizer
+
+    monkeypatch.setattr(self_adaptation, "_fine_tune", record)
+    recordings = _recordings(tiny_corpus)
+    references = {
+        u.audio_filepath: u.text
+        for split in ("test_speaker", "test", "valid")
+        for u in read_manifest(tiny_corpus[split])
+    }
+    loaded = load_model(base_model)
+    waveforms = [self_adaptation.load_audio(path, loaded.recognizer.sample_rate) for path in recordings]
+    labels = pseudo_labels(loaded.recognizer, loaded.tokenizer, waveforms)
+    report = self_adapt_model_file(base_model, recordings, base_model.parent / "unused.pt", AugmentConfig())
+    training = seen["training"]
+    kept = most_confident(labels, 0.7)
+    assert report.recordings == len(recordings) == 40 and report.kept == len(kept) == len(training) == 28
+    assert [u.audio_filepath for u in training] == [recordings[i] for i in kept]
+    assert [u.text for u in training] == [labels[i].text for i in kept]
+    assert report.min_confidence == pytest.approx(min(labels[i].confidence for i in kept), abs=1e-4)
+    # the tiny model errs on some strings: had the references been read, these would differ
+    assert any(labels[i].text != references[recordings[i]] for i in range(len(recordings)))
+
+
+def test_adapted_file_is_a_normal_model_that_records_its_adaptation(
+    base_model, tiny_corpus, tmp_path, capsys
+):
+    adapted_path = tmp_path / "self.pt"
+    recordings = _recordings(tiny_corpus)
+    command = ["self-adapt", str(base_model), *recordings, "--out", str(adapted_path), "--epochs", "1"]
+    assert main(command) == 0
+    assert f"{adapted_path}: fine-tuned on the model's transcripts of 28 of 40 recordings" in (
+        capsys.readouterr().out
+    )
+    original, adapted = load_model(base_model), load_model(adapted_path)  # digest checked on load
+    record = adapted.metadata[SELF_ADAPTATION_KEY]
+    assert record["recordings"] == 40 and record["kept"] == 28
+    assert record["config"]["epochs"] == 1 and record["adapted_from"] == str(base_model)
+    assert 0 < record["min_confidence"] <= record["mean_confidence_kept"] <= 1
+    before, after = original.recognizer.state_dict(), adapted.recognizer.state_dict()
+    assert before.keys() == after.keys()
+    assert all(before[name].shape == after[name].shape for name in before)  # same layers
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # new weights
+    assert all(math.isfinite(float(weight.abs().sum())) for weight in after.values())
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(adapted_path), str(tiny_corpus["test_speaker"]), "--out", str(out)]) == 0
+    with pytest.raises(SpeechpruneError, match="already self-adapted"):
+        self_adapt_model_file(adapted_path, recordings, tmp_path / "twice.pt", AugmentConfig())
+
+
+def test_bad_files_are_skipped_and_reported(base_model, tiny_corpus, tmp_path, capsys):
+    broken = tmp_path / "broken.wav"
+    broken.write_bytes(b"RIFF not audio")
+    adapted_path = tmp_path / "self.pt"
+    recordings = [*_recordings(tiny_corpus), str(broken)]
+    command = ["self-adapt", str(base_model), *recordings, "--out", str(adapted_path), "--epochs", "1"]
+    assert main(command) == 1
+    captured = capsys.readouterr()
+    assert f"skipped {broken}" in captured.err
+    assert "28 of 40 recordings" in captured.out  # the good ones adapted the model all the same
+    assert load_model(adapted_path).metadata[SELF_ADAPTATION_KEY]["recordings"] == 40
+
+
+def test_bad_input_is_refused_before_any_work(base_model, tiny_corpus, tmp_path, capsys):
+    out = tmp_path / "x.pt"
+    few = _recordings(tiny_corpus)[:5]
+    assert main(["self-adapt", str(base_model), *few, "--out", str(out)]) != 0
+    assert "at least 20 recordings" in capsys.readouterr().err
+    missing = tmp_path / "nowhere"
+    assert main(["self-adapt", str(base_model), str(missing), "--out", str(out)]) != 0
+    assert str(missing) in capsys.readouterr().err
+    assert main(["self-adapt", str(tmp_path / "no_model.pt"), *few, "--out", str(out)]) != 0
+    assert "no_model.pt" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["self-adapt", str(base_model), *few, "--out", str(out), "--keep", "1.5"])
+    assert not out.exists()  # nothing written for work not done
+    with pytest.raises(ValueError, match="keep_fraction"):
+        SelfAdaptationConfig(keep_fraction=0.0)
