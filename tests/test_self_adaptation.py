@@ -4,7 +4,12 @@ helps a new voice is measured on the leave-one-speaker-out folds, docs/new_voice
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,7 +17,7 @@ import torch
 from asr import self_adaptation
 from asr.augment import AugmentConfig
 from asr.checkpoint import load_model
-from asr.data.manifest import read_manifest
+from asr.data.manifest import read_manifest, write_manifest
 from asr.self_adaptation import (
     SELF_ADAPTATION_KEY,
     PseudoLabel,
@@ -24,6 +29,8 @@ from asr.self_adaptation import (
 from asr.tokenizer import Tokenizer
 from common.errors import SpeechpruneError
 from speechprune.cli import main
+
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "fsdd_digits"
 
 
 def _recordings(tiny_corpus) -> list[str]:
@@ -158,3 +165,35 @@ def test_bad_input_is_refused_before_any_work(base_model, tiny_corpus, tmp_path,
     assert not out.exists()  # nothing written for work not done
     with pytest.raises(ValueError, match="keep_fraction"):
         SelfAdaptationConfig(keep_fraction=0.0)
+
+
+def test_loso_script_adapts_each_fold_and_scores_both_models(base_model, tiny_corpus, tmp_path):
+    """``local/loso_voice_enrolment.py --method self`` on a fold whose held-out manifest holds 40 strings:
+    20 adapt (their text unread), the other 20 and the probe score the adapted and the plain model."""
+    manifest = tmp_path / "held_out.jsonl"
+    utterances = [u for split in ("test_speaker", "test", "valid") for u in read_manifest(tiny_corpus[split])]
+    write_manifest(manifest, utterances)
+    fold = tmp_path / "exp" / "run" / "carol"
+    (fold / "eval").mkdir(parents=True)
+    shutil.copy(base_model, fold / "model.pt")
+    (fold / "train_summary.json").write_text(json.dumps({"epochs_completed": 8}))
+    probe = tmp_path / "test_speaker_tight.jsonl"  # evaluate names its summaries after the manifests
+    write_manifest(probe, read_manifest(tiny_corpus["test_speaker"]))
+    for name, scored in (("test_speaker", manifest), ("test_speaker_tight", probe)):
+        summary = {"manifest": str(scored)}
+        (fold / "eval" / f"{name}.summary.json").write_text(json.dumps(summary))
+    script = RECIPE / "local" / "loso_voice_enrolment.py"
+    command = [sys.executable, str(script), str(fold.parent), "--enrol", "20", "--method", "self"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "carol: fine-tuned on 14 of 20 transcripts" in done.stdout
+    adapted = tmp_path / "exp" / "run_enrol20_self" / "carol"
+    plain = tmp_path / "exp" / "run_enrol20_plain" / "carol"
+    assert load_model(adapted / "model_self.pt").metadata[SELF_ADAPTATION_KEY]["recordings"] == 20
+    assert json.loads((adapted / "self_adaptation.json").read_text())["kept"] == 14
+    for run in (adapted, plain):
+        rest = json.loads((run / "eval" / "test_speaker.summary.json").read_text())
+        assert rest["utterances"] == 20  # the strings not adapted on
+        assert json.loads((run / "eval" / "test_speaker_tight.summary.json").read_text())["utterances"] == 12
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 0 and "carol: done before, skipped" in again.stdout

@@ -19,6 +19,11 @@ as two runs that ``local/loso_summary.py --against`` pairs fold by fold:
     python local/loso_voice_enrolment.py exp/loso/recipe --enrol 20
     python local/loso_summary.py exp/loso/recipe_enrol20_voice --against exp/loso/recipe_enrol20_plain
     python local/loso_voice_enrolment.py exp/loso/recipe --enrol 200 --method self
+    python local/loso_voice_enrolment.py exp/loso/recipe --enrol 200 --method self \
+        --model prune/vib_entropy/snapshots/sparsity50.pt
+
+``--model`` adapts another model of each fold (a pruned snapshot, by its path inside the fold); the run
+names then carry its path (``recipe_enrol200_prune_vib_entropy_snapshots_sparsity50_{self,plain}``).
 
 The enrolment strings are left out of the pause-joined score; the probe re-joins the same speaker's
 recordings, enrolment ones included, so it shares recordings (not strings) with the enrolment. A rerun
@@ -49,8 +54,8 @@ PROBE = "test_speaker_tight.summary.json"
 METHOD_DIRS = {"warp": "voice", "self": "self"}  # --method -> the adapted run's suffix and model name
 
 
-def _warp(fold: Path, enrolment_manifest: Path, model: Path) -> str:
-    fit = adapt_model_file(fold / "model.pt", enrolment_manifest, model)
+def _warp(original: Path, enrolment_manifest: Path, model: Path) -> str:
+    fit = adapt_model_file(original, enrolment_manifest, model)
     write_json(
         model.parent / "voice_warp.json",
         {
@@ -66,15 +71,17 @@ def _warp(fold: Path, enrolment_manifest: Path, model: Path) -> str:
     return f"warp {fit.factor:g} ({lowest})"
 
 
-def _self(fold: Path, enrolment_manifest: Path, model: Path) -> str:
+def _self(original: Path, enrolment_manifest: Path, model: Path) -> str:
     recordings = [u.audio_filepath for u in read_manifest(enrolment_manifest)]  # the text is not read
-    report = self_adapt_model_file(fold / "model.pt", recordings, model, AugmentConfig())
+    report = self_adapt_model_file(original, recordings, model, AugmentConfig())
     write_json(model.parent / "self_adaptation.json", report.to_dict())
     kept = f"{report.kept} of {report.recordings}"
     return f"fine-tuned on {kept} transcripts (confidence >= {report.min_confidence})"
 
 
-def _enrol_fold(fold: Path, adapted_dir: Path, plain_dir: Path, enrol: int, method: str) -> str:
+def _enrol_fold(
+    fold: Path, original: Path, adapted_dir: Path, plain_dir: Path, enrol: int, method: str
+) -> str:
     """Adapt one fold's model and score it (and the unadapted model, once); returns a line for the log."""
     held_out = json.loads((fold / "eval" / HELD_OUT).read_text())["manifest"]
     probe = json.loads((fold / "eval" / PROBE).read_text())["manifest"]
@@ -90,10 +97,10 @@ def _enrol_fold(fold: Path, adapted_dir: Path, plain_dir: Path, enrol: int, meth
     write_manifest(enrolment_manifest, enrolment)
     write_manifest(rest_manifest, [u for u in utterances if u.audio_filepath not in chosen])
     adapted = adapted_dir / f"model_{METHOD_DIRS[method]}.pt"
-    line = (_warp if method == "warp" else _self)(fold, enrolment_manifest, adapted)
+    line = (_warp if method == "warp" else _self)(original, enrolment_manifest, adapted)
     runs = [(adapted, adapted_dir)]
     if not (plain_dir / "train_summary.json").is_file():  # the other method scored it on these strings
-        runs.append((fold / "model.pt", plain_dir))
+        runs.append((original, plain_dir))
     for model, out in runs:
         for manifest in (rest_manifest, probe):  # summaries named after the manifests, as stage 9's
             evaluate_manifest(model, manifest, out / "eval", progress=False)
@@ -112,17 +119,23 @@ def main() -> int:
         help="warp: frequency warp fitted on the strings' text; self: fine-tuning on the model's own "
         "transcripts (default: warp)",
     )
+    parser.add_argument(
+        "--model",
+        default="model.pt",
+        help="the model of each fold to adapt, by its path inside the fold (default: model.pt)",
+    )
     args = parser.parse_args()
     if args.enrol < 1:
         print(f"loso_voice_enrolment.py: --enrol {args.enrol}: needs at least one string", file=sys.stderr)
         return 2
     scored = (path.parents[1] for path in args.loso_dir.glob(f"*/eval/{PROBE}"))
-    folds = sorted(fold for fold in scored if (fold / "model.pt").is_file())
+    folds = sorted(fold for fold in scored if (fold / args.model).is_file())
     if not folds:
-        problem = f"{args.loso_dir} holds no scored fold with a model.pt"
+        problem = f"{args.loso_dir} holds no scored fold with a {args.model}"
         print(f"loso_voice_enrolment.py: {problem}", file=sys.stderr)
         return 2
-    base = args.loso_dir.parent / f"{args.loso_dir.name}_enrol{args.enrol}"
+    model_tag = "" if args.model == "model.pt" else "_" + "_".join(Path(args.model).with_suffix("").parts)
+    base = args.loso_dir.parent / f"{args.loso_dir.name}_enrol{args.enrol}{model_tag}"
     failed = 0
     for fold in folds:
         adapted_dir = Path(f"{base}_{METHOD_DIRS[args.method]}") / fold.name
@@ -131,7 +144,10 @@ def main() -> int:
             print(f"{fold.name}: done before, skipped")
             continue
         try:
-            print(_enrol_fold(fold, adapted_dir, plain_dir, args.enrol, args.method), flush=True)
+            print(
+                _enrol_fold(fold, fold / args.model, adapted_dir, plain_dir, args.enrol, args.method),
+                flush=True,
+            )
         except SpeechpruneError as error:
             print(f"loso_voice_enrolment.py: {fold.name}: {error}", file=sys.stderr)
             failed += 1
