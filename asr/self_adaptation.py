@@ -164,20 +164,28 @@ def self_adapt(
     waveforms: Sequence[torch.Tensor],
     augment: AugmentConfig,
     config: SelfAdaptationConfig = SelfAdaptationConfig(),
-) -> tuple[torch.nn.Module, list[PseudoLabel], list[int]]:
+) -> tuple[torch.nn.Module, list[PseudoLabel | None], list[int]]:
     """The model fine-tuned on its confident transcripts of ``utterances`` (their text is not read).
 
-    Returns the adapted recognizer, every recording's pseudo-label and the indices trained on.
+    Returns the adapted recognizer, each recording's pseudo-label (None for one longer than
+    ``config.max_seconds``, left out) and the indices of those trained on.
     """
     if len(waveforms) < config.min_recordings:
         raise SpeechpruneError(
             f"self-adaptation needs at least {config.min_recordings} recordings of the speaker, got "
             f"{len(waveforms)}: on fewer, fine-tuning learns the few transcripts, not the voice"
         )
-    labels = pseudo_labels(loaded.recognizer, loaded.tokenizer, waveforms)
     short = [i for i, u in enumerate(utterances) if u.duration <= config.max_seconds]
-    kept = most_confident([labels[i] for i in short], config.keep_fraction)
-    kept = [short[i] for i in kept]
+    if not short:
+        raise SpeechpruneError(
+            f"no recording is {config.max_seconds:g} s or shorter: self-adaptation fine-tunes on short "
+            "recordings (an utterance each); cut long ones"
+        )
+    transcribed = pseudo_labels(loaded.recognizer, loaded.tokenizer, [waveforms[i] for i in short])
+    labels: list[PseudoLabel | None] = [None] * len(utterances)
+    for i, label in zip(short, transcribed, strict=True):
+        labels[i] = label
+    kept = [short[i] for i in most_confident(transcribed, config.keep_fraction)]
     if not kept:
         raise SpeechpruneError("the model transcribed no word in any recording: nothing to adapt on")
     training = [Utterance(utterances[i].audio_filepath, utterances[i].duration, labels[i].text) for i in kept]

@@ -17,7 +17,7 @@ import torch
 from asr import self_adaptation
 from asr.augment import AugmentConfig
 from asr.checkpoint import load_model
-from asr.data.manifest import read_manifest, write_manifest
+from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.self_adaptation import (
     SELF_ADAPTATION_KEY,
     PseudoLabel,
@@ -197,3 +197,25 @@ def test_loso_script_adapts_each_fold_and_scores_both_models(base_model, tiny_co
         assert json.loads((run / "eval" / "test_speaker_tight.summary.json").read_text())["utterances"] == 12
     again = subprocess.run(command, capture_output=True, text=True, check=False)
     assert again.returncode == 0 and "carol: done before, skipped" in again.stdout
+
+
+def test_recordings_too_long_to_train_on_are_left_out(monkeypatch, base_model, tiny_corpus, tmp_path):
+    monkeypatch.setattr(
+        self_adaptation, "_fine_tune", lambda loaded, training, augment, config: loaded.recognizer
+    )
+    recordings = _recordings(tiny_corpus)
+    loaded = load_model(base_model)
+    waveforms = [self_adaptation.load_audio(path, loaded.recognizer.sample_rate) for path in recordings]
+    utterances = [
+        Utterance(path, w.shape[0] / 8000, "") for path, w in zip(recordings, waveforms, strict=True)
+    ]
+    cut = sorted(u.duration for u in utterances)[len(utterances) // 2]  # about half are longer
+    config = SelfAdaptationConfig(max_seconds=cut)
+    _, labels, kept = self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig(), config)
+    assert all((label is None) == (u.duration > cut) for label, u in zip(labels, utterances, strict=True))
+    assert kept and all(utterances[i].duration <= cut for i in kept)
+    with pytest.raises(SpeechpruneError, match="no recording is 0.1 s or shorter"):
+        self_adapt_model_file(
+            base_model, recordings, tmp_path / "x.pt", AugmentConfig(), SelfAdaptationConfig(max_seconds=0.1)
+        )
+    assert not (tmp_path / "x.pt").exists()
