@@ -90,7 +90,11 @@ def encode_batched(
     """Like :func:`encode_each` but ``batch_size`` utterances per forward pass: for accuracy, not timing.
 
     Features are computed with ``center=False`` and per-utterance normalization over valid frames, so an
-    utterance's emissions do not depend on what it is batched with.
+    utterance's features do not depend on what it is batched with; its emissions do, a little: the second
+    stride-2 conv sees the first one's output over the padding after a shorter utterance (ReLU of the
+    bias, not the zeros it sees alone), and the backward LSTMs carry that from the last frames through the
+    utterance (up to 0.67 in a log-probability on the tests' tiny model). For what a device computes, batch
+    size 1, use :func:`encode_each`.
     """
     outputs = []
     for start in range(0, len(waveforms), batch_size):

@@ -16,6 +16,7 @@ from asr.augment import AugmentConfig, SpectrumAugmenter
 from asr.checkpoint import (
     CHECKPOINT_KEY,
     VALIDATION_ERRORS_KEY,
+    LoadedModel,
     build_recognizer,
     load_model,
     model_description,
@@ -117,7 +118,13 @@ class CTCModule(L.LightningModule):
         cls, path: str | os.PathLike, optim: dict | None = None, augment: dict | None = None
     ) -> CTCModule:
         """Start training (fine-tuning, pruning) from a saved model file or checkpoint of any shape."""
-        loaded = load_model(path)
+        return cls.from_loaded(load_model(path), optim, augment)
+
+    @classmethod
+    def from_loaded(
+        cls, loaded: LoadedModel, optim: dict | None = None, augment: dict | None = None
+    ) -> CTCModule:
+        """:meth:`from_model_file` for a model already loaded (its metadata read by the caller)."""
         module = cls(
             features=asdict(loaded.recognizer.features.config),
             model=loaded.recognizer.encoder.config.to_dict(),

@@ -17,6 +17,7 @@ adapted on under ``self_adaptation``; it runs wherever a model runs (evaluate, t
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,11 +30,12 @@ from asr.augment import AugmentConfig
 from asr.checkpoint import LoadedModel, load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance
-from asr.inference import encode_batched
+from asr.inference import encode_each
 from asr.lightning_module import CTCModule
 from asr.tokenizer import Tokenizer
+from asr.voice_warp import VOICE_WARP_KEY
 from common.errors import AudioError, SpeechpruneError
-from decoding.greedy import greedy_decode
+from decoding.greedy import greedy_decode_with_timesteps
 
 SELF_ADAPTATION_KEY = "self_adaptation"  # model-file metadata: what the model was adapted on, and how
 
@@ -44,9 +46,9 @@ class SelfAdaptationConfig:
 
     The defaults were chosen on the digits recipe's folds with 200 recordings of the held-out speaker
     (docs/new_voices.md): the 70% most confident transcripts, 4 epochs at a constant 2e-4, every training
-    augmentation on. ``max_seconds`` leaves longer recordings out of the fine-tuning (they are still
-    transcribed by the adapted model): a long recording's transcript is one long target that a single
-    error anywhere makes wrong.
+    augmentation on. ``max_seconds`` leaves longer recordings out (neither transcribed nor trained on;
+    the adapted model transcribes them like any other): a long recording's transcript is one long target
+    that a single error anywhere makes wrong. ``min_recordings`` counts the short ones.
     """
 
     keep_fraction: float = 0.7
@@ -77,9 +79,11 @@ class PseudoLabel:
 
 @dataclass(frozen=True)
 class SelfAdaptationReport:
-    """What the fine-tuning was given: recordings read, transcripts kept, and the confidence cut-off."""
+    """What the fine-tuning was given: recordings read (and how many of them were too long to use),
+    transcripts kept, and the confidence cut-off."""
 
     recordings: int
+    too_long: int
     kept: int
     min_confidence: float
     mean_confidence_kept: float
@@ -92,18 +96,28 @@ class SelfAdaptationReport:
 def pseudo_labels(
     recognizer: torch.nn.Module, tokenizer: Tokenizer, waveforms: Sequence[torch.Tensor]
 ) -> list[PseudoLabel]:
-    """Greedy transcripts with a confidence: the lowest posterior among the frames that emit a unit.
+    """Greedy transcripts with a confidence: the posterior of the least certain unit emitted.
 
-    The least certain unit, not the mean, ranks a transcript: one doubtful digit makes a digit string
-    wrong, and a mean over many sure frames would hide it. A transcript with no unit has confidence 0.
+    A unit's posterior is the highest over the run of frames that emits it (a spike and its edges); the
+    least certain unit, not the mean, ranks a transcript, because one doubtful digit makes a digit string
+    wrong and a mean over many sure frames would hide it. A transcript with no unit has confidence 0.
     """
     labels = []
-    for emissions in encode_batched(recognizer.eval(), waveforms):
-        ids = greedy_decode(emissions[None], torch.tensor([emissions.shape[0]]), tokenizer.blank_id)[0]
+    # one recording at a time, as a device and `evaluate` hear them: batched, the conv front end sees the
+    # padding after a shorter recording and its outputs move (asr.inference.encode_batched)
+    for emissions in encode_each(recognizer.eval(), waveforms):
+        frames = emissions.shape[0]
+        [(units, starts)] = greedy_decode_with_timesteps(
+            emissions[None], torch.tensor([frames]), tokenizer.blank_id
+        )
         best = emissions.max(dim=-1)
-        emitting = best.indices != tokenizer.blank_id
-        confidence = float(best.values[emitting].exp().min()) if bool(emitting.any()) else 0.0
-        labels.append(PseudoLabel(tokenizer.decode(ids), confidence))
+        peaks = []
+        for unit, start in zip(units, starts, strict=True):
+            end = start + 1
+            while end < frames and int(best.indices[end]) == unit:
+                end += 1
+            peaks.append(float(best.values[start:end].max().exp()))
+        labels.append(PseudoLabel(tokenizer.decode(units), min(peaks, default=0.0)))
     return labels
 
 
@@ -116,20 +130,26 @@ def most_confident(labels: Sequence[PseudoLabel], keep_fraction: float) -> list[
 
 
 def _fine_tune(
-    loaded: LoadedModel, training: list[Utterance], augment: AugmentConfig, config: SelfAdaptationConfig
+    loaded: LoadedModel,
+    training: list[Utterance],
+    augment: AugmentConfig,
+    config: SelfAdaptationConfig,
+    progress: bool,
 ) -> torch.nn.Module:
-    """Fine-tune a copy of the model on ``training`` with the recipe's augmentation (one training loop:
+    """Fine-tune a copy of the model on ``training`` with ``augment`` (one training loop:
     :class:`CTCModule`'s), at a constant learning rate and without weight decay: a few hundred steps
     near the trained weights, where a schedule's warm-up and decay would only shorten the useful part."""
+    if loaded.recognizer.encoder.config.unit_gates != "none":
+        raise SpeechpruneError(
+            "this model still carries VIBNet unit gates (a pruning checkpoint): self-adapt a pruned "
+            "snapshot (snapshots/sparsityNN.pt) or the exported model.pt"
+        )
     L.seed_everything(config.seed, verbose=False)
-    module = CTCModule(
-        features=asdict(loaded.recognizer.features.config),
-        model=loaded.recognizer.encoder.config.to_dict(),
+    module = CTCModule.from_loaded(
+        loaded,
         optim={"lr": config.lr, "weight_decay": 0.0, "warmup_fraction": 0.0, "final_lr_fraction": 1.0},
         augment=asdict(augment),
-        tokenizer=loaded.tokenizer,
     )
-    module.recognizer.load_state_dict(loaded.recognizer.state_dict())
     data = SpeechDataModule.from_utterances(
         training,
         DataConfig(
@@ -143,18 +163,21 @@ def _fine_tune(
         loaded.recognizer.sample_rate,
         augment,
     )
-    trainer = L.Trainer(
-        max_epochs=config.epochs,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        num_sanity_val_steps=0,
-        gradient_clip_val=5.0,
-        use_distributed_sampler=False,
-    )
-    trainer.fit(module, datamodule=data)
+    with tempfile.TemporaryDirectory(prefix="speechprune-self-adapt-") as scratch:
+        trainer = L.Trainer(
+            default_root_dir=scratch,  # nothing is written, but Lightning is never left to pick the cwd
+            max_epochs=config.epochs,
+            accelerator="cpu",
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=progress,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            gradient_clip_val=5.0,
+            use_distributed_sampler=False,
+        )
+        trainer.fit(module, datamodule=data)
     return module.recognizer.eval()
 
 
@@ -164,22 +187,20 @@ def self_adapt(
     waveforms: Sequence[torch.Tensor],
     augment: AugmentConfig,
     config: SelfAdaptationConfig = SelfAdaptationConfig(),
+    progress: bool = False,
 ) -> tuple[torch.nn.Module, list[PseudoLabel | None], list[int]]:
     """The model fine-tuned on its confident transcripts of ``utterances`` (their text is not read).
 
     Returns the adapted recognizer, each recording's pseudo-label (None for one longer than
     ``config.max_seconds``, left out) and the indices of those trained on.
     """
-    if len(waveforms) < config.min_recordings:
-        raise SpeechpruneError(
-            f"self-adaptation needs at least {config.min_recordings} recordings of the speaker, got "
-            f"{len(waveforms)}: on fewer, fine-tuning learns the few transcripts, not the voice"
-        )
     short = [i for i, u in enumerate(utterances) if u.duration <= config.max_seconds]
-    if not short:
+    if len(short) < config.min_recordings:
+        longer = len(utterances) - len(short)
         raise SpeechpruneError(
-            f"no recording is {config.max_seconds:g} s or shorter: self-adaptation fine-tunes on short "
-            "recordings (an utterance each); cut long ones"
+            f"self-adaptation needs at least {config.min_recordings} recordings of the speaker of "
+            f"{config.max_seconds:g} s or less, got {len(short)} ({longer} longer): on fewer, fine-tuning "
+            "learns the few transcripts, not the voice"
         )
     transcribed = pseudo_labels(loaded.recognizer, loaded.tokenizer, [waveforms[i] for i in short])
     labels: list[PseudoLabel | None] = [None] * len(utterances)
@@ -189,7 +210,7 @@ def self_adapt(
     if not kept:
         raise SpeechpruneError("the model transcribed no word in any recording: nothing to adapt on")
     training = [Utterance(utterances[i].audio_filepath, utterances[i].duration, labels[i].text) for i in kept]
-    return _fine_tune(loaded, training, augment, config), labels, kept
+    return _fine_tune(loaded, training, augment, config, progress), labels, kept
 
 
 def self_adapt_model_file(
@@ -198,6 +219,7 @@ def self_adapt_model_file(
     out_path: str | os.PathLike,
     augment: AugmentConfig,
     config: SelfAdaptationConfig = SelfAdaptationConfig(),
+    progress: bool = False,
 ) -> SelfAdaptationReport:
     """Adapt ``model_path`` to the speaker of ``recordings`` (audio, no transcripts); write ``out_path``.
 
@@ -218,20 +240,25 @@ def self_adapt_model_file(
             continue
         waveforms.append(waveform)
         utterances.append(Utterance(str(Path(path).resolve()), waveform.shape[0] / sample_rate, ""))
-    recognizer, labels, kept = self_adapt(loaded, utterances, waveforms, augment, config)
+    recognizer, labels, kept = self_adapt(loaded, utterances, waveforms, augment, config, progress)
     confidences = [labels[i].confidence for i in kept]
     report = SelfAdaptationReport(
         recordings=len(waveforms),
+        too_long=sum(label is None for label in labels),
         kept=len(kept),
         min_confidence=round(min(confidences), 4),
         mean_confidence_kept=round(sum(confidences) / len(confidences), 4),
         bad_files=bad,
     )
-    metadata = dict(loaded.metadata)
+    # The original's metadata (its validation scores, a snapshot's sparsity) describes other weights: it
+    # is kept, nested, for the record; only a voice warp, which the adapted filterbank still holds, stays.
+    metadata = {key: loaded.metadata[key] for key in (VOICE_WARP_KEY,) if key in loaded.metadata}
     metadata[SELF_ADAPTATION_KEY] = {
         **{k: v for k, v in report.to_dict().items() if k != "bad_files"},
         "config": asdict(config),
+        "augment": asdict(augment),
         "adapted_from": str(model_path),
+        "original_metadata": loaded.metadata,
     }
     save_model(out_path, recognizer, loaded.tokenizer, metadata)
     return report

@@ -64,7 +64,7 @@ class BadFile:
     reason: str
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[Path]:
+def expand_inputs(inputs: Sequence[str], purpose: str = "transcribe") -> list[Path]:
     """Files as given, audio files under directories (recursively), and glob matches, deduplicated in order.
 
     Raises SpeechpruneError naming every input that matched nothing. Files named explicitly are kept
@@ -90,7 +90,7 @@ def expand_inputs(inputs: Sequence[str]) -> list[Path]:
         else:
             unmatched.append(f"{item} (no such file or folder)")
     if unmatched:
-        raise SpeechpruneError("nothing to transcribe for: " + "; ".join(unmatched))
+        raise SpeechpruneError(f"nothing to {purpose} for: " + "; ".join(unmatched))
     return list(found)
 
 

@@ -17,6 +17,7 @@ import torch
 from asr import self_adaptation
 from asr.augment import AugmentConfig
 from asr.checkpoint import load_model
+from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.self_adaptation import (
     SELF_ADAPTATION_KEY,
@@ -54,13 +55,15 @@ def test_confidence_is_the_least_certain_emitted_unit(monkeypatch, tiny_corpus):
     units = tokenizer.encode("one two")
     doubtful = len(units) // 2
     spoken = [(blank, 0.99)]
-    for index, unit in enumerate(units):  # a blank frame (posterior 0.6) after every unit
-        spoken += [(unit, 0.55 if index == doubtful else 0.9), (blank, 0.6)]
+    for index, unit in enumerate(units):  # each unit on two frames, then a blank frame (posterior 0.6)
+        spoken += [(unit, 0.4), (unit, 0.55)] if index == doubtful else [(unit, 0.9), (unit, 0.45)]
+        spoken.append((blank, 0.6))
     emissions = [frames(*spoken), frames((blank, 0.99), (blank, 0.7))]  # the second emits nothing
-    monkeypatch.setattr(self_adaptation, "encode_batched", lambda recognizer, waveforms: emissions)
+    monkeypatch.setattr(self_adaptation, "encode_each", lambda recognizer, waveforms: emissions)
     labels = pseudo_labels(torch.nn.Identity(), tokenizer, [torch.zeros(1)] * 2)
     assert labels[0].text == "one two"
-    assert labels[0].confidence == pytest.approx(0.55)  # the doubtful "two", not the mean or a blank frame
+    # the doubtful unit at its peak (0.55): not a sure unit's weak edge frame (0.45), a mean, or a blank
+    assert labels[0].confidence == pytest.approx(0.55)
     assert labels[1] == PseudoLabel("", 0.0)
 
 
@@ -85,30 +88,40 @@ def test_empty_transcripts_are_never_kept():
 
 def test_fine_tuning_learns_the_model_transcripts_not_the_references(monkeypatch, base_model, tiny_corpus):
     seen = {}
+    real = SpeechDataModule.from_utterances
 
-    def record(loaded, training, augment, config):
-        seen["training"] = training
-        return loaded.recognizer
+    def record(train, *args, **kwargs):  # the data the fine-tuning really reads
+        seen["training"] = list(train)
+        return real(train, *args, **kwargs)
 
-    monkeypatch.setattr(self_adaptation, "_fine_tune", record)
+    monkeypatch.setattr(self_adaptation.SpeechDataModule, "from_utterances", record)
     recordings = _recordings(tiny_corpus)
-    references = {
-        u.audio_filepath: u.text
-        for split in ("test_speaker", "test", "valid")
-        for u in read_manifest(tiny_corpus[split])
-    }
     loaded = load_model(base_model)
-    waveforms = [self_adaptation.load_audio(path, loaded.recognizer.sample_rate) for path in recordings]
+    rate = loaded.recognizer.sample_rate
+    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
+    # a reference the code must never read: every utterance's text is this sentinel
+    utterances = [
+        Utterance(path, w.shape[0] / rate, "SENTINEL") for path, w in zip(recordings, waveforms, strict=True)
+    ]
     labels = pseudo_labels(loaded.recognizer, loaded.tokenizer, waveforms)
-    report = self_adapt_model_file(base_model, recordings, base_model.parent / "unused.pt", AugmentConfig())
+    config = SelfAdaptationConfig(epochs=1)
+    adapted, returned, kept = self_adaptation.self_adapt(
+        loaded, utterances, waveforms, AugmentConfig(), config
+    )
     training = seen["training"]
-    kept = most_confident(labels, 0.7)
-    assert report.recordings == len(recordings) == 40 and report.kept == len(kept) == len(training) == 28
+    assert returned == labels and kept == most_confident(labels, 0.7) and len(kept) == len(training) == 28
     assert [u.audio_filepath for u in training] == [recordings[i] for i in kept]
     assert [u.text for u in training] == [labels[i].text for i in kept]
-    assert report.min_confidence == pytest.approx(min(labels[i].confidence for i in kept), abs=1e-4)
-    # the tiny model errs on some strings: had the references been read, these would differ
-    assert any(labels[i].text != references[recordings[i]] for i in range(len(recordings)))
+    assert all(u.text != "SENTINEL" for u in training)
+    references = {
+        u.audio_filepath: u.text
+        for s in ("test_speaker", "test", "valid")
+        for u in read_manifest(tiny_corpus[s])
+    }
+    # the tiny model errs on some kept strings: had the references been read, these would differ
+    assert any(labels[i].text != references[recordings[i]] for i in kept)
+    before = loaded.recognizer.state_dict()
+    assert any(not torch.equal(before[name], weight) for name, weight in adapted.state_dict().items())
 
 
 def test_adapted_file_is_a_normal_model_that_records_its_adaptation(
@@ -123,7 +136,9 @@ def test_adapted_file_is_a_normal_model_that_records_its_adaptation(
     )
     original, adapted = load_model(base_model), load_model(adapted_path)  # digest checked on load
     record = adapted.metadata[SELF_ADAPTATION_KEY]
-    assert record["recordings"] == 40 and record["kept"] == 28
+    assert record["recordings"] == 40 and record["kept"] == 28 and record["too_long"] == 0
+    assert record["original_metadata"] == original.metadata
+    assert not set(adapted.metadata) - {SELF_ADAPTATION_KEY}  # no validation score of other weights
     assert record["config"]["epochs"] == 1 and record["adapted_from"] == str(base_model)
     assert 0 < record["min_confidence"] <= record["mean_confidence_kept"] <= 1
     before, after = original.recognizer.state_dict(), adapted.recognizer.state_dict()
@@ -201,21 +216,37 @@ def test_loso_script_adapts_each_fold_and_scores_both_models(base_model, tiny_co
 
 def test_recordings_too_long_to_train_on_are_left_out(monkeypatch, base_model, tiny_corpus, tmp_path):
     monkeypatch.setattr(
-        self_adaptation, "_fine_tune", lambda loaded, training, augment, config: loaded.recognizer
+        self_adaptation, "_fine_tune", lambda loaded, training, augment, config, progress: loaded.recognizer
     )
     recordings = _recordings(tiny_corpus)
     loaded = load_model(base_model)
-    waveforms = [self_adaptation.load_audio(path, loaded.recognizer.sample_rate) for path in recordings]
+    rate = loaded.recognizer.sample_rate
+    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
     utterances = [
-        Utterance(path, w.shape[0] / 8000, "") for path, w in zip(recordings, waveforms, strict=True)
+        Utterance(path, w.shape[0] / rate, "") for path, w in zip(recordings, waveforms, strict=True)
     ]
     cut = sorted(u.duration for u in utterances)[len(utterances) // 2]  # about half are longer
     config = SelfAdaptationConfig(max_seconds=cut)
     _, labels, kept = self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig(), config)
     assert all((label is None) == (u.duration > cut) for label, u in zip(labels, utterances, strict=True))
+    for i in (i for i, label in enumerate(labels) if label is not None):  # each label is its own recording's
+        assert labels[i] == pseudo_labels(loaded.recognizer, loaded.tokenizer, [waveforms[i]])[0]
     assert kept and all(utterances[i].duration <= cut for i in kept)
-    with pytest.raises(SpeechpruneError, match="no recording is 0.1 s or shorter"):
+    with pytest.raises(
+        SpeechpruneError, match=r"at least 20 recordings .* of 0.1 s or less, got 0 \(40 longer\)"
+    ):
         self_adapt_model_file(
             base_model, recordings, tmp_path / "x.pt", AugmentConfig(), SelfAdaptationConfig(max_seconds=0.1)
         )
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_datamodule_without_validation_only_when_built_from_utterances(tiny_corpus):
+    tokenizer = Tokenizer.load(tiny_corpus["tokenizer"])
+    config = DataConfig(train_manifests=[str(tiny_corpus["train"])])  # no valid_manifest
+    with pytest.raises(SpeechpruneError):  # train and prune still need one
+        SpeechDataModule(config, tokenizer, 8000).setup("fit")
+    utterances = read_manifest(tiny_corpus["test"])
+    module = SpeechDataModule.from_utterances(utterances, config, tokenizer, 8000)
+    module.setup("fit")
+    assert module.train_utterances == utterances and module.valid_utterances == []

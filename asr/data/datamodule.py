@@ -41,6 +41,7 @@ class SpeechDataModule(L.LightningDataModule):
         self.train_utterances: list[Utterance] = []
         self.valid_utterances: list[Utterance] = []
         self._resumed_epoch = 0
+        self.validates = True  # False: no validation set (fits run with trainer.limit_val_batches=0)
 
     @classmethod
     def from_utterances(
@@ -56,6 +57,7 @@ class SpeechDataModule(L.LightningDataModule):
         check_audio_files(train, "training utterances")
         module = cls(config, tokenizer, sample_rate, augment)
         module.train_utterances = [u for u in train if u.duration <= config.max_duration]
+        module.validates = False
         return module
 
     def setup(self, stage: str | None = None) -> None:
@@ -72,7 +74,7 @@ class SpeechDataModule(L.LightningDataModule):
             check_audio_files(
                 self.train_utterances, "training manifests " + ", ".join(self.config.train_manifests)
             )
-        if stage in (None, "fit", "validate") and self.config.valid_manifest and not self.valid_utterances:
+        if stage in (None, "fit", "validate") and self.validates and not self.valid_utterances:
             self.valid_utterances = read_manifest(self.config.valid_manifest)
             check_audio_files(self.valid_utterances, self.config.valid_manifest)
 

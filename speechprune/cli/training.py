@@ -110,19 +110,25 @@ def _self_adapt(args: argparse.Namespace) -> int:
     import torch
 
     from asr.augment import AugmentConfig
+    from asr.config import build_section, load_config
     from asr.self_adaptation import SelfAdaptationConfig, self_adapt_model_file
     from asr.transcribe import expand_inputs
 
-    recordings = expand_inputs(args.inputs)  # a one-line error for inputs that match nothing, before work
-    torch.set_num_threads(args.threads)
+    # one-line errors for inputs that match nothing and for a bad config, before any work
+    recordings = expand_inputs(args.inputs, "self-adapt")
+    augment = AugmentConfig()
+    if args.config is not None:
+        augment = build_section(load_config(args.config, []), "augment", AugmentConfig)
     given = {"keep_fraction": args.keep, "epochs": args.epochs, "lr": args.lr}
     config = SelfAdaptationConfig(**{name: value for name, value in given.items() if value is not None})
-    report = self_adapt_model_file(args.model, recordings, args.out, AugmentConfig(), config)
+    torch.set_num_threads(args.threads)
+    report = self_adapt_model_file(args.model, recordings, args.out, augment, config, progress=True)
     for path, reason in report.bad_files:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
+    too_long = f", {report.too_long} longer than {config.max_seconds:g} s left out" if report.too_long else ""
     print(
         f"{args.out}: fine-tuned on the model's transcripts of {report.kept} of {report.recordings} "
-        f"recordings (least certain unit's posterior >= {report.min_confidence:.3f}, mean "
+        f"recordings{too_long} (least certain unit's posterior >= {report.min_confidence:.3f}, mean "
         f"{report.mean_confidence_kept:.3f}), {config.epochs} epochs"
     )
     return 1 if report.bad_files else 0
@@ -244,5 +250,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     )
     self_adapt.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (default: 4)")
     self_adapt.add_argument("--lr", type=positive_float, help="constant learning rate (default: 0.0002)")
+    self_adapt.add_argument(
+        "--config",
+        help="a train config whose augment section the fine-tuning uses (default: the digits recipe's "
+        "augmentation, which is AugmentConfig's defaults)",
+    )
     self_adapt.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
     self_adapt.set_defaults(handler=_self_adapt)

@@ -75,6 +75,8 @@ def _self(original: Path, enrolment_manifest: Path, model: Path) -> str:
     recordings = [u.audio_filepath for u in read_manifest(enrolment_manifest)]  # the text is not read
     report = self_adapt_model_file(original, recordings, model, AugmentConfig())
     write_json(model.parent / "self_adaptation.json", report.to_dict())
+    for path, reason in report.bad_files:
+        print(f"  skipped {path}: {reason}", file=sys.stderr)
     kept = f"{report.kept} of {report.recordings}"
     return f"fine-tuned on {kept} transcripts (confidence >= {report.min_confidence})"
 
@@ -100,7 +102,8 @@ def _enrol_fold(
     line = (_warp if method == "warp" else _self)(original, enrolment_manifest, adapted)
     runs = [(adapted, adapted_dir)]
     if not (plain_dir / "train_summary.json").is_file():  # the other method scored it on these strings
-        runs.append((original, plain_dir))
+        runs.insert(0, (original, plain_dir))
+    # the adapted run's train_summary.json marks the fold done: it is written last, after the plain one
     for model, out in runs:
         for manifest in (rest_manifest, probe):  # summaries named after the manifests, as stage 9's
             evaluate_manifest(model, manifest, out / "eval", progress=False)
@@ -125,6 +128,9 @@ def main() -> int:
         help="the model of each fold to adapt, by its path inside the fold (default: model.pt)",
     )
     args = parser.parse_args()
+    if Path(args.model).is_absolute() or ".." in Path(args.model).parts:
+        print(f"loso_voice_enrolment.py: --model {args.model}: a path inside each fold", file=sys.stderr)
+        return 2
     if args.enrol < 1:
         print(f"loso_voice_enrolment.py: --enrol {args.enrol}: needs at least one string", file=sys.stderr)
         return 2
