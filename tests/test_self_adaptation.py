@@ -104,7 +104,7 @@ def test_fine_tuning_learns_the_model_transcripts_not_the_references(monkeypatch
         Utterance(path, w.shape[0] / rate, "SENTINEL") for path, w in zip(recordings, waveforms, strict=True)
     ]
     labels = pseudo_labels(loaded.recognizer, loaded.tokenizer, waveforms)
-    config = SelfAdaptationConfig(epochs=1)
+    config = SelfAdaptationConfig(epochs=1, rounds=1)
     adapted, returned, kept = self_adaptation.self_adapt(
         loaded, utterances, waveforms, AugmentConfig(), config
     )
@@ -250,3 +250,33 @@ def test_a_datamodule_without_validation_only_when_built_from_utterances(tiny_co
     module = SpeechDataModule.from_utterances(utterances, config, tokenizer, 8000)
     module.setup("fit")
     assert module.train_utterances == utterances and module.valid_utterances == []
+
+
+def test_each_round_transcribes_with_the_model_the_last_one_adapted(monkeypatch, base_model, tiny_corpus):
+    transcriptions, trained_on = [], []
+    real_labels, real_data = self_adaptation.pseudo_labels, SpeechDataModule.from_utterances
+
+    def labels_spy(recognizer, tokenizer, waveforms):
+        transcriptions.append((recognizer, real_labels(recognizer, tokenizer, waveforms)))
+        return transcriptions[-1][1]
+
+    def data_spy(train, *args, **kwargs):
+        trained_on.append([u.text for u in train])
+        return real_data(train, *args, **kwargs)
+
+    monkeypatch.setattr(self_adaptation, "pseudo_labels", labels_spy)
+    monkeypatch.setattr(self_adaptation.SpeechDataModule, "from_utterances", data_spy)
+    loaded = load_model(base_model)
+    rate = loaded.recognizer.sample_rate
+    recordings = _recordings(tiny_corpus)
+    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
+    utterances = [
+        Utterance(path, w.shape[0] / rate, "") for path, w in zip(recordings, waveforms, strict=True)
+    ]
+    config = SelfAdaptationConfig(epochs=1, rounds=2)
+    adapted, labels, kept = self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig(), config)
+    assert len(transcriptions) == len(trained_on) == 2
+    (first_model, _), (second_model, second) = transcriptions
+    assert first_model is loaded.recognizer and second_model is not loaded.recognizer  # round 1's result
+    assert labels == second and trained_on[1] == [second[i].text for i in kept]
+    assert adapted is not second_model  # round 2 fine-tuned it further

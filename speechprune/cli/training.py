@@ -119,7 +119,7 @@ def _self_adapt(args: argparse.Namespace) -> int:
     augment = AugmentConfig()
     if args.config is not None:
         augment = build_section(load_config(args.config, []), "augment", AugmentConfig)
-    given = {"keep_fraction": args.keep, "epochs": args.epochs, "lr": args.lr}
+    given = {"keep_fraction": args.keep, "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
     config = SelfAdaptationConfig(**{name: value for name, value in given.items() if value is not None})
     torch.set_num_threads(args.threads)
     report = self_adapt_model_file(args.model, recordings, args.out, augment, config, progress=True)
@@ -129,7 +129,7 @@ def _self_adapt(args: argparse.Namespace) -> int:
     print(
         f"{args.out}: fine-tuned on the model's transcripts of {report.kept} of {report.recordings} "
         f"recordings{too_long} (least certain unit's posterior >= {report.min_confidence:.3f}, mean "
-        f"{report.mean_confidence_kept:.3f}), {config.epochs} epochs"
+        f"{report.mean_confidence_kept:.3f}), {config.rounds} round(s) of {config.epochs} epochs"
     )
     return 1 if report.bad_files else 0
 
@@ -249,6 +249,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="fraction of the recordings, most confident first, to fine-tune on (default: 0.7)",
     )
     self_adapt.add_argument("--epochs", type=positive_int, help="fine-tuning epochs (default: 4)")
+    self_adapt.add_argument(
+        "--rounds",
+        type=positive_int,
+        help="transcribe-and-fine-tune rounds, each with the model the last one adapted (default: 2)",
+    )
     self_adapt.add_argument("--lr", type=positive_float, help="constant learning rate (default: 0.0002)")
     self_adapt.add_argument(
         "--config",

@@ -26,7 +26,10 @@ as two runs that ``local/loso_summary.py --against`` pairs fold by fold:
 names then carry its path (``recipe_enrol200_prune_vib_entropy_snapshots_sparsity50_{self,plain}``).
 
 The enrolment strings are left out of the pause-joined score; the probe re-joins the same speaker's
-recordings, enrolment ones included, so it shares recordings (not strings) with the enrolment. A rerun
+recordings, enrolment ones included, so it shares recordings (not strings) with the enrolment.
+``--from-probe`` enrols with fluent strings instead (a user's own recordings are fluent): 200 of the
+probe's strings adapt, its other strings and all the pause-joined ones are scored (runs named
+``..._enrolNprobe_...``). A rerun
 skips the folds already done.
 """
 
@@ -42,7 +45,7 @@ from asr.augment import AugmentConfig
 from asr.data.manifest import read_manifest, write_manifest
 from asr.evaluate import evaluate_manifest
 from asr.inference import spread_subset
-from asr.self_adaptation import self_adapt_model_file
+from asr.self_adaptation import SelfAdaptationConfig, self_adapt_model_file
 from asr.voice_warp import adapt_model_file
 from common.errors import SpeechpruneError
 from common.fileio import write_json
@@ -54,7 +57,7 @@ PROBE = "test_speaker_tight.summary.json"
 METHOD_DIRS = {"warp": "voice", "self": "self"}  # --method -> the adapted run's suffix and model name
 
 
-def _warp(original: Path, enrolment_manifest: Path, model: Path) -> str:
+def _warp(original: Path, enrolment_manifest: Path, model: Path, rounds: None) -> str:
     fit = adapt_model_file(original, enrolment_manifest, model)
     write_json(
         model.parent / "voice_warp.json",
@@ -71,9 +74,10 @@ def _warp(original: Path, enrolment_manifest: Path, model: Path) -> str:
     return f"warp {fit.factor:g} ({lowest})"
 
 
-def _self(original: Path, enrolment_manifest: Path, model: Path) -> str:
+def _self(original: Path, enrolment_manifest: Path, model: Path, rounds: int | None) -> str:
     recordings = [u.audio_filepath for u in read_manifest(enrolment_manifest)]  # the text is not read
-    report = self_adapt_model_file(original, recordings, model, AugmentConfig())
+    config = SelfAdaptationConfig() if rounds is None else SelfAdaptationConfig(rounds=rounds)
+    report = self_adapt_model_file(original, recordings, model, AugmentConfig(), config)
     write_json(model.parent / "self_adaptation.json", report.to_dict())
     for path, reason in report.bad_files:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
@@ -82,11 +86,20 @@ def _self(original: Path, enrolment_manifest: Path, model: Path) -> str:
 
 
 def _enrol_fold(
-    fold: Path, original: Path, adapted_dir: Path, plain_dir: Path, enrol: int, method: str
+    fold: Path,
+    original: Path,
+    adapted_dir: Path,
+    plain_dir: Path,
+    enrol: int,
+    method: str,
+    from_probe: bool,
+    rounds: int | None,
 ) -> str:
     """Adapt one fold's model and score it (and the unadapted model, once); returns a line for the log."""
     held_out = json.loads((fold / "eval" / HELD_OUT).read_text())["manifest"]
     probe = json.loads((fold / "eval" / PROBE).read_text())["manifest"]
+    if from_probe:  # enrol with fluent strings: the probe's rest is scored, and all pause-joined strings
+        held_out, probe = probe, held_out
     utterances = read_manifest(held_out)
     if len(utterances) <= enrol:
         raise SpeechpruneError(f"{held_out}: {len(utterances)} strings, not more than --enrol {enrol}")
@@ -95,11 +108,12 @@ def _enrol_fold(
     adapted_dir.mkdir(parents=True, exist_ok=True)
     plain_dir.mkdir(parents=True, exist_ok=True)
     enrolment_manifest = adapted_dir / "enrolment.jsonl"
-    rest_manifest = adapted_dir / "test_speaker.jsonl"  # the name keeps loso_summary's file names
+    # named as stage 9's manifests, whose summaries loso_summary reads
+    rest_manifest = adapted_dir / ("test_speaker_tight.jsonl" if from_probe else "test_speaker.jsonl")
     write_manifest(enrolment_manifest, enrolment)
     write_manifest(rest_manifest, [u for u in utterances if u.audio_filepath not in chosen])
     adapted = adapted_dir / f"model_{METHOD_DIRS[method]}.pt"
-    line = (_warp if method == "warp" else _self)(original, enrolment_manifest, adapted)
+    line = (_warp if method == "warp" else _self)(original, enrolment_manifest, adapted, rounds)
     runs = [(adapted, adapted_dir)]
     if not (plain_dir / "train_summary.json").is_file():  # the other method scored it on these strings
         runs.insert(0, (original, plain_dir))
@@ -127,7 +141,21 @@ def main() -> int:
         default="model.pt",
         help="the model of each fold to adapt, by its path inside the fold (default: model.pt)",
     )
+    parser.add_argument(
+        "--from-probe",
+        action="store_true",
+        help="enrol with the speaker's fluent probe strings (scored: the probe's others and every "
+        "pause-joined string) instead of its pause-joined ones",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="--method self: transcribe-and-fine-tune rounds (default: self-adapt's; runs named _roundsN)",
+    )
     args = parser.parse_args()
+    if args.rounds is not None and (args.method != "self" or args.rounds < 1):
+        print("loso_voice_enrolment.py: --rounds takes a positive count, with --method self", file=sys.stderr)
+        return 2
     if Path(args.model).is_absolute() or ".." in Path(args.model).parts:
         print(f"loso_voice_enrolment.py: --model {args.model}: a path inside each fold", file=sys.stderr)
         return 2
@@ -141,23 +169,34 @@ def main() -> int:
         print(f"loso_voice_enrolment.py: {problem}", file=sys.stderr)
         return 2
     model_tag = "" if args.model == "model.pt" else "_" + "_".join(Path(args.model).with_suffix("").parts)
-    base = args.loso_dir.parent / f"{args.loso_dir.name}_enrol{args.enrol}{model_tag}"
+    source = "probe" if args.from_probe else ""
+    base = args.loso_dir.parent / f"{args.loso_dir.name}_enrol{args.enrol}{source}{model_tag}"
+    adapted_run = f"{base}_{METHOD_DIRS[args.method]}" + (f"_rounds{args.rounds}" if args.rounds else "")
     failed = 0
     for fold in folds:
-        adapted_dir = Path(f"{base}_{METHOD_DIRS[args.method]}") / fold.name
+        adapted_dir = Path(adapted_run) / fold.name
         plain_dir = Path(f"{base}_plain") / fold.name
         if (adapted_dir / "train_summary.json").is_file():
             print(f"{fold.name}: done before, skipped")
             continue
         try:
             print(
-                _enrol_fold(fold, fold / args.model, adapted_dir, plain_dir, args.enrol, args.method),
+                _enrol_fold(
+                    fold,
+                    fold / args.model,
+                    adapted_dir,
+                    plain_dir,
+                    args.enrol,
+                    args.method,
+                    args.from_probe,
+                    args.rounds,
+                ),
                 flush=True,
             )
         except SpeechpruneError as error:
             print(f"loso_voice_enrolment.py: {fold.name}: {error}", file=sys.stderr)
             failed += 1
-    print(f"compare: python local/loso_summary.py {base}_{METHOD_DIRS[args.method]} --against {base}_plain")
+    print(f"compare: python local/loso_summary.py {adapted_run} --against {base}_plain")
     return 1 if failed else 0
 
 
