@@ -280,3 +280,30 @@ def test_each_round_transcribes_with_the_model_the_last_one_adapted(monkeypatch,
     assert first_model is loaded.recognizer and second_model is not loaded.recognizer  # round 1's result
     assert labels == second and trained_on[1] == [second[i].text for i in kept]
     assert adapted is not second_model  # round 2 fine-tuned it further
+
+
+def test_transcribe_can_adapt_to_its_inputs_first(base_model, tiny_corpus, tmp_path, capsys):
+    adapted, out, again = tmp_path / "me.pt", tmp_path / "out.jsonl", tmp_path / "again.jsonl"
+    recordings = _recordings(tiny_corpus)
+    command = ["transcribe", str(base_model), *recordings, "--format", "jsonl"]
+    assert main([*command, "--self-adapt", str(adapted), "--out", str(out)]) == 0
+    assert (
+        f"{adapted}: adapted to these recordings (fine-tuned on 28 of the model's 40"
+        in capsys.readouterr().err
+    )
+    assert load_model(adapted).metadata[SELF_ADAPTATION_KEY]["recordings"] == 40
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["path"] for row in rows] == recordings
+    # what was written is the adapted model's transcript of each file
+    assert main(["transcribe", str(adapted), *recordings, "--format", "jsonl", "--out", str(again)]) == 0
+    assert [row["text"] for row in rows] == [
+        json.loads(line)["text"] for line in again.read_text().splitlines()
+    ]
+
+    export = tmp_path / "export"
+    export.mkdir()
+    assert main(["transcribe", str(export), *recordings, "--self-adapt", str(tmp_path / "x.pt")]) != 0
+    assert "export folder" in capsys.readouterr().err
+    assert main(["transcribe", str(base_model), *recordings[:5], "--self-adapt", str(tmp_path / "x.pt")]) != 0
+    assert "at least 20 recordings" in capsys.readouterr().err
+    assert not (tmp_path / "x.pt").exists()

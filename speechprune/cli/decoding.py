@@ -26,18 +26,38 @@ def _transcribe(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from asr.transcribe import BadFile, FileTranscriber, expand_inputs
+    from common.errors import SpeechpruneError
     from common.fileio import atomic_open
 
     settings = decoder_settings(args)
     paths = expand_inputs(args.inputs)
-    transcriber = FileTranscriber(
-        args.model,
-        args.decoder,
-        settings,
-        threads=args.threads,
-        chunk_seconds=args.chunk_seconds,
-        precision=args.precision,
-    )
+    if args.self_adapt is not None and Path(args.model).is_dir():
+        raise SpeechpruneError(
+            f"--self-adapt: {args.model} is an export folder; adapt the model file it was exported from"
+        )
+
+    def transcriber_of(model: str | Path) -> FileTranscriber:
+        return FileTranscriber(
+            model,
+            args.decoder,
+            settings,
+            threads=args.threads,
+            chunk_seconds=args.chunk_seconds,
+            precision=args.precision,
+        )
+
+    transcriber = transcriber_of(args.model)  # model and decoder settings checked before any work
+    if args.self_adapt is not None:
+        from asr.augment import AugmentConfig
+        from asr.self_adaptation import self_adapt_model_file
+
+        report = self_adapt_model_file(args.model, paths, args.self_adapt, AugmentConfig(), progress=True)
+        print(
+            f"speechprune transcribe: {args.self_adapt}: adapted to these recordings (fine-tuned on "
+            f"{report.kept} of the model's {report.recordings - report.too_long} transcripts)",
+            file=sys.stderr,
+        )
+        transcriber = transcriber_of(args.self_adapt)
     bad: list[BadFile] = []
     opener = atomic_open(args.out, "w", newline="") if args.out else contextlib.nullcontext(sys.stdout)
     with opener as handle:
@@ -166,6 +186,14 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=CHUNK_SECONDS,
         help=f"files longer than twice this are encoded this many seconds at a time, in bounded memory "
         f"(default: {CHUNK_SECONDS:g})",
+    )
+    transcribe.add_argument(
+        "--self-adapt",
+        type=output_file,
+        metavar="ADAPTED",
+        help="first adapt MODEL to the speaker of the inputs, without transcripts (speechprune self-adapt "
+        "with its defaults; 20 or more recordings of one speaker), write it to ADAPTED, and transcribe "
+        "with it",
     )
     transcribe.set_defaults(handler=_transcribe)
 
