@@ -143,11 +143,6 @@ def _fine_tune(
     """Fine-tune a copy of the model on ``training`` with ``augment`` (one training loop:
     :class:`CTCModule`'s), at a constant learning rate and without weight decay: a few hundred steps
     near the trained weights, where a schedule's warm-up and decay would only shorten the useful part."""
-    if loaded.recognizer.encoder.config.unit_gates != "none":
-        raise SpeechpruneError(
-            "this model still carries VIBNet unit gates (a pruning checkpoint): self-adapt a pruned "
-            "snapshot (snapshots/sparsityNN.pt) or the exported model.pt"
-        )
     L.seed_everything(config.seed, verbose=False)
     module = CTCModule.from_loaded(
         loaded,
@@ -204,6 +199,11 @@ def self_adapt(
     Returns the adapted recognizer, each recording's pseudo-label in the last round (None for one longer
     than ``config.max_seconds``, left out) and the indices of those that round trained on.
     """
+    if loaded.recognizer.encoder.config.unit_gates != "none":
+        raise SpeechpruneError(
+            "this model still carries VIBNet unit gates (a pruning checkpoint): self-adapt a pruned "
+            "snapshot (snapshots/sparsityNN.pt) or the exported model.pt"
+        )
     short = [i for i, u in enumerate(utterances) if u.duration <= config.max_seconds]
     if len(short) < config.min_recordings:
         longer = len(utterances) - len(short)

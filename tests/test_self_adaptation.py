@@ -4,6 +4,7 @@ helps a new voice is measured on the leave-one-speaker-out folds, docs/new_voice
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -38,6 +39,14 @@ def _recordings(tiny_corpus) -> list[str]:
     """40 strings of the tiny corpus (no transcripts are read): more than the 20 adaptation needs."""
     splits = ("test_speaker", "test", "valid")
     return [u.audio_filepath for split in splits for u in read_manifest(tiny_corpus[split])]
+
+
+def _speaker_audio(loaded, tiny_corpus, text: str = "") -> tuple[list[Utterance], list[torch.Tensor]]:
+    """The 40 recordings as :func:`asr.self_adaptation.self_adapt` takes them, every text ``text``."""
+    rate, paths = loaded.recognizer.sample_rate, _recordings(tiny_corpus)
+    waveforms = [self_adaptation.load_audio(path, rate) for path in paths]
+    utterances = [Utterance(path, w.shape[0] / rate, text) for path, w in zip(paths, waveforms, strict=True)]
+    return utterances, waveforms
 
 
 def test_confidence_is_the_least_certain_emitted_unit(monkeypatch, tiny_corpus):
@@ -97,12 +106,8 @@ def test_fine_tuning_learns_the_model_transcripts_not_the_references(monkeypatch
     monkeypatch.setattr(self_adaptation.SpeechDataModule, "from_utterances", record)
     recordings = _recordings(tiny_corpus)
     loaded = load_model(base_model)
-    rate = loaded.recognizer.sample_rate
-    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
     # a reference the code must never read: every utterance's text is this sentinel
-    utterances = [
-        Utterance(path, w.shape[0] / rate, "SENTINEL") for path, w in zip(recordings, waveforms, strict=True)
-    ]
+    utterances, waveforms = _speaker_audio(loaded, tiny_corpus, "SENTINEL")
     labels = pseudo_labels(loaded.recognizer, loaded.tokenizer, waveforms)
     config = SelfAdaptationConfig(epochs=1, rounds=1)
     adapted, returned, kept = self_adaptation.self_adapt(
@@ -220,11 +225,7 @@ def test_recordings_too_long_to_train_on_are_left_out(monkeypatch, base_model, t
     )
     recordings = _recordings(tiny_corpus)
     loaded = load_model(base_model)
-    rate = loaded.recognizer.sample_rate
-    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
-    utterances = [
-        Utterance(path, w.shape[0] / rate, "") for path, w in zip(recordings, waveforms, strict=True)
-    ]
+    utterances, waveforms = _speaker_audio(loaded, tiny_corpus)
     cut = sorted(u.duration for u in utterances)[len(utterances) // 2]  # about half are longer
     config = SelfAdaptationConfig(max_seconds=cut)
     _, labels, kept = self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig(), config)
@@ -267,12 +268,7 @@ def test_each_round_transcribes_with_the_model_the_last_one_adapted(monkeypatch,
     monkeypatch.setattr(self_adaptation, "pseudo_labels", labels_spy)
     monkeypatch.setattr(self_adaptation.SpeechDataModule, "from_utterances", data_spy)
     loaded = load_model(base_model)
-    rate = loaded.recognizer.sample_rate
-    recordings = _recordings(tiny_corpus)
-    waveforms = [self_adaptation.load_audio(path, rate) for path in recordings]
-    utterances = [
-        Utterance(path, w.shape[0] / rate, "") for path, w in zip(recordings, waveforms, strict=True)
-    ]
+    utterances, waveforms = _speaker_audio(loaded, tiny_corpus)
     config = SelfAdaptationConfig(epochs=1, rounds=2)
     adapted, labels, kept = self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig(), config)
     assert len(transcriptions) == len(trained_on) == 2
@@ -307,3 +303,16 @@ def test_transcribe_can_adapt_to_its_inputs_first(base_model, tiny_corpus, tmp_p
     assert main(["transcribe", str(base_model), *recordings[:5], "--self-adapt", str(tmp_path / "x.pt")]) != 0
     assert "at least 20 recordings" in capsys.readouterr().err
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_a_checkpoint_with_vibnet_gates_is_refused_before_any_work(monkeypatch, base_model, tiny_corpus):
+    def never(*args, **kwargs):
+        raise AssertionError("transcribed a model that is refused")
+
+    monkeypatch.setattr(self_adaptation, "pseudo_labels", never)
+    loaded = load_model(base_model)
+    encoder = loaded.recognizer.encoder
+    encoder.config = dataclasses.replace(encoder.config, unit_gates="vib")  # as a VIBNet pruning .ckpt
+    utterances, waveforms = _speaker_audio(loaded, tiny_corpus)
+    with pytest.raises(SpeechpruneError, match="VIBNet unit gates"):
+        self_adaptation.self_adapt(loaded, utterances, waveforms, AugmentConfig())

@@ -52,9 +52,8 @@ class SpeechDataModule(L.LightningDataModule):
         sample_rate: int,
         augment: AugmentConfig | None = None,
     ) -> SpeechDataModule:
-        """Training data given as utterances, not manifests (self-adaptation's machine transcripts),
-        checked as manifests are; no validation set."""
-        check_audio_files(train, "training utterances")
+        """Training data given as utterances, not manifests (self-adaptation's machine transcripts, of
+        files the caller has just read, so not checked again); no validation set."""
         module = cls(config, tokenizer, sample_rate, augment)
         module.train_utterances = [u for u in train if u.duration <= config.max_duration]
         module.validates = False

@@ -57,7 +57,7 @@ PROBE = "test_speaker_tight.summary.json"
 METHOD_DIRS = {"warp": "voice", "self": "self"}  # --method -> the adapted run's suffix and model name
 
 
-def _warp(original: Path, enrolment_manifest: Path, model: Path, rounds: None) -> str:
+def _warp(original: Path, enrolment_manifest: Path, model: Path) -> str:
     fit = adapt_model_file(original, enrolment_manifest, model)
     write_json(
         model.parent / "voice_warp.json",
@@ -113,7 +113,10 @@ def _enrol_fold(
     write_manifest(enrolment_manifest, enrolment)
     write_manifest(rest_manifest, [u for u in utterances if u.audio_filepath not in chosen])
     adapted = adapted_dir / f"model_{METHOD_DIRS[method]}.pt"
-    line = (_warp if method == "warp" else _self)(original, enrolment_manifest, adapted, rounds)
+    if method == "warp":
+        line = _warp(original, enrolment_manifest, adapted)
+    else:
+        line = _self(original, enrolment_manifest, adapted, rounds)
     runs = [(adapted, adapted_dir)]
     if not (plain_dir / "train_summary.json").is_file():  # the other method scored it on these strings
         runs.insert(0, (original, plain_dir))
