@@ -89,12 +89,10 @@ def encode_batched(
 ) -> list[torch.Tensor]:
     """Like :func:`encode_each` but ``batch_size`` utterances per forward pass: for accuracy, not timing.
 
-    Features are computed with ``center=False`` and per-utterance normalization over valid frames, so an
-    utterance's features do not depend on what it is batched with; its emissions do, a little: the second
-    stride-2 conv sees the first one's output over the padding after a shorter utterance (ReLU of the
-    bias, not the zeros it sees alone), and the backward LSTMs carry that from the last frames through the
-    utterance (up to 0.67 in a log-probability on the tests' tiny model). For what a device computes, batch
-    size 1, use :func:`encode_each`.
+    An utterance's emissions do not depend on what it is batched with (up to float rounding): features
+    are computed with ``center=False`` and normalized over each utterance's valid frames, the conv front
+    end zeroes the padding between layers, and the LSTMs run packed. Timing per utterance, as a device
+    runs, is :func:`encode_each`'s job.
     """
     outputs = []
     for start in range(0, len(waveforms), batch_size):

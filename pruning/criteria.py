@@ -104,7 +104,8 @@ class EnergyCriterion(Criterion):
     """Energy-aware pruning (Yeom et al. 2021): the nuclear norm of a unit's feature map over a batch.
 
     For an LSTM unit the feature map is its output over (utterance, frame) of the calibration batch; for a
-    conv channel, per utterance its (frame, frequency) map, nuclear norms averaged over utterances. A
+    conv channel, per utterance its (frame, frequency) map (its own frames; padding is zero), nuclear
+    norms averaged over utterances. A
     unit whose output is constant zero scores 0.
     """
 
@@ -116,14 +117,8 @@ class EnergyCriterion(Criterion):
         if context.features is None or context.lengths is None:
             raise SpeechpruneError("the energy criterion needs a calibration batch")
         result: Scores = {}
-        hidden = context.features.unsqueeze(1)
-        lengths = context.lengths
-        conv_index = 0
-        for layer in encoder.frontend.layers:
-            hidden = layer(hidden)
-            if isinstance(layer, torch.nn.ReLU):
-                result[f"conv.{conv_index}"] = torch.linalg.matrix_norm(hidden, ord="nuc").mean(dim=0)[None]
-                conv_index += 1
+        for i, (hidden, _) in enumerate(encoder.frontend.conv_outputs(context.features, context.lengths)):
+            result[f"conv.{i}"] = torch.linalg.matrix_norm(hidden, ord="nuc").mean(dim=0)[None]
         features, lengths = encoder.frontend(context.features, context.lengths)
         lengths = lengths.clamp(min=1, max=features.shape[1])
         mask = valid_frame_mask(lengths, features.shape[1]).to(features.dtype)

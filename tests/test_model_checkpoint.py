@@ -10,6 +10,7 @@ import torch
 
 from asr.checkpoint import load_model, save_model
 from asr.features import FeatureConfig
+from asr.inference import encode_batched, encode_each
 from asr.models.lstm_ctc import EncoderConfig, LSTMCTCEncoder, count_parameters
 from asr.recognizer import SpeechRecognizer
 from asr.tokenizer import train_tokenizer
@@ -33,16 +34,37 @@ def test_encoder_shapes_and_subsampled_lengths(bidirectional):
     assert torch.allclose(log_probs.exp().sum(-1), torch.ones(3, 26), atol=1e-5)
 
 
-def test_padding_does_not_change_outputs_of_an_utterance():
+@pytest.mark.parametrize("frames", [64, 61, 62, 63])
+def test_padding_does_not_change_outputs_of_an_utterance(frames):
+    torch.manual_seed(0)
     encoder = LSTMCTCEncoder(
         EncoderConfig(input_dim=40, vocab_size=10, conv_channels=[4, 4], lstm_hidden=[8, 8])
     ).eval()
-    features = torch.randn(1, 64, 40)
-    alone, _ = encoder(features, torch.tensor([64]))
-    batch = torch.cat([torch.cat([features, torch.zeros(1, 36, 40)], 1), torch.randn(1, 100, 40)])
-    together, _ = encoder(batch, torch.tensor([64, 100]))
-    # conv receptive field reaches one frame into padding; the bidirectional LSTMs respect lengths
-    assert torch.allclose(alone[0, :-1], together[0, :15], atol=1e-5)
+    # positive biases: the padding's activation is far from the zeros a lone utterance sees
+    with torch.no_grad():
+        for conv in encoder.conv_layers():
+            conv.bias.uniform_(0.5, 1.0)
+    features = torch.randn(1, frames, 40)
+    alone, alone_lengths = encoder(features, torch.tensor([frames]))
+    padded = torch.cat([features, torch.zeros(1, 100 - frames, 40)], 1)
+    together, lengths = encoder(torch.cat([padded, torch.randn(1, 100, 40)]), torch.tensor([frames, 100]))
+    # every output frame, the last included: the second conv's kernel reaches one frame past the end
+    assert lengths[0] == alone_lengths[0] == alone.shape[1]
+    assert torch.allclose(alone[0], together[0, : alone.shape[1]], atol=1e-5)
+
+
+def test_batched_and_one_by_one_encoding_agree():
+    torch.manual_seed(0)
+    recognizer = SpeechRecognizer(
+        FeatureConfig(sample_rate=8000, n_mels=40),
+        EncoderConfig(input_dim=40, vocab_size=10, conv_channels=[8, 8], lstm_hidden=[16, 16]),
+    ).eval()
+    waveforms = [torch.randn(n) * 0.1 for n in (8000, 5123, 12007, 3001, 7777)]
+    for alone, batched in zip(
+        encode_each(recognizer, waveforms), encode_batched(recognizer, waveforms), strict=True
+    ):
+        assert alone.shape == batched.shape
+        assert torch.allclose(alone, batched, atol=1e-4)
 
 
 def test_uneven_widths_round_trip_through_the_model_file(tmp_path, tokenizer):

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from asr.models.gates import InformationBottleneckGate
+from common.masks import valid_frame_mask
 
 UNIT_GATES = {"none", "vib"}
 GATES_PER_UNIT = 4  # input, forget, cell, output: nn.LSTM stacks their rows in each weight and bias
@@ -89,13 +90,33 @@ class ConvSubsampling(nn.Module):
     def convs(self) -> list[nn.Conv2d]:
         return [layer for layer in self.layers if isinstance(layer, nn.Conv2d)]
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if len(self.layers) == 0:
-            return features, lengths
-        hidden = self.layers(features.unsqueeze(1))  # (batch, channels, frames, freq)
-        batch, channels, frames, freq = hidden.shape
-        for _ in self.convs:
+    def conv_outputs(
+        self, features: torch.Tensor, lengths: torch.Tensor
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Each conv layer's activation (batch, channels, frames, freq) and its valid frame counts, for
+        ``features`` (batch, frames, input_dim) with valid ``lengths``.
+
+        In a batch, frames past an utterance's end are set to zero after every layer: the next conv's
+        kernel reaches one frame past the end, and there it must see the zeros a lone utterance is padded
+        with, not the activation of the padding (ReLU of the bias), or an utterance's emissions would
+        depend on what it is batched with. A lone utterance has no padding, so batch size 1 (what a device
+        runs, and the ONNX export) computes no mask.
+        """
+        hidden = features.unsqueeze(1)
+        layers = list(self.layers)
+        for conv, activation in zip(layers[::2], layers[1::2], strict=True):
+            hidden = activation(conv(hidden))
             lengths = conv_output_length(lengths)
+            if hidden.shape[0] > 1:
+                valid = valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None]
+                hidden = hidden * valid.to(hidden.dtype)
+            yield hidden, lengths
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.convs:
+            return features, lengths
+        *_, (hidden, lengths) = self.conv_outputs(features, lengths)
+        batch, channels, frames, freq = hidden.shape
         return hidden.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq), lengths
 
 
