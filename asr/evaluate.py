@@ -36,12 +36,15 @@ def evaluate_manifest(
     threads: int = 1,
     batch_size: int = 1,
     progress: bool = True,
+    trim_edges: bool = True,
 ) -> EvaluationResult:
     """Transcribe every readable utterance greedily; unreadable files are listed, not fatal.
 
-    With ``batch_size=1`` (the default) timings are per-utterance latencies as on a device.
+    With ``batch_size=1`` (the default) timings are per-utterance latencies as on a device. The
+    transcriber trims silence before and after the speech as ``transcribe`` does, unless ``trim_edges``
+    is False.
     """
-    transcriber = Transcriber(model_path, threads=threads)
+    transcriber = Transcriber(model_path, threads=threads, trim_edges=trim_edges)
     bad_files: list[str] = []  # unreadable audio and malformed manifest lines: reported, not fatal
     utterances = read_manifest(manifest_path, on_bad_line=bad_files.append)
     name = Path(manifest_path).name.removesuffix(".jsonl").removesuffix(".json")

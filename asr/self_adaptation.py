@@ -27,13 +27,14 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from asr.audio import load_audio
+from asr.audio import load_audio, write_wav
 from asr.augment import AugmentConfig
 from asr.checkpoint import LoadedModel, load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
 from asr.data.manifest import Utterance
 from asr.inference import encode_each
 from asr.lightning_module import CTCModule
+from asr.speech_span import speech_span
 from asr.tokenizer import Tokenizer
 from asr.voice_warp import VOICE_WARP_KEY
 from common.errors import AudioError, SpeechpruneError
@@ -51,7 +52,9 @@ class SelfAdaptationConfig:
     at a constant 2e-4, every training augmentation on, two rounds (a third gained on four folds and lost
     on two). ``max_seconds`` leaves longer recordings out (neither transcribed nor trained on;
     the adapted model transcribes them like any other): a long recording's transcript is one long target
-    that a single error anywhere makes wrong. ``min_recordings`` counts the short ones.
+    that a single error anywhere makes wrong. ``min_recordings`` counts the short ones. ``trim_edges``
+    transcribes and fine-tunes on each recording's speech with silence before and after it cut, as
+    ``transcribe`` (:class:`asr.transcriber.Transcriber`) then reads it.
     """
 
     keep_fraction: float = 0.7
@@ -63,6 +66,7 @@ class SelfAdaptationConfig:
     max_seconds: float = 20.0
     min_recordings: int = 20
     seed: int = 0
+    trim_edges: bool = True
 
     def __post_init__(self) -> None:
         if not 0 < self.keep_fraction <= 1:
@@ -248,15 +252,23 @@ def self_adapt_model_file(
         raise SpeechpruneError(f"{model_path}: already self-adapted; adapt the original model")
     sample_rate = loaded.recognizer.sample_rate
     utterances, waveforms, bad = [], [], []
-    for path in recordings:
-        try:
-            waveform = load_audio(path, sample_rate)
-        except AudioError as error:
-            bad.append((str(path), str(error)))
-            continue
-        waveforms.append(waveform)
-        utterances.append(Utterance(str(Path(path).resolve()), waveform.shape[0] / sample_rate, ""))
-    recognizer, labels, kept = self_adapt(loaded, utterances, waveforms, augment, config, progress)
+    # The fine-tuning reads its audio from files: trimmed recordings are written to a scratch folder.
+    with tempfile.TemporaryDirectory(prefix="speechprune-self-adapt-audio-") as scratch:
+        for index, path in enumerate(recordings):
+            try:
+                waveform = load_audio(path, sample_rate)
+            except AudioError as error:
+                bad.append((str(path), str(error)))
+                continue
+            source = str(Path(path).resolve())
+            if config.trim_edges:
+                start, end = speech_span(waveform.numpy(), sample_rate)
+                waveform = waveform[start:end]
+                source = str(Path(scratch) / f"{index:06d}.wav")
+                write_wav(source, waveform, sample_rate)
+            waveforms.append(waveform)
+            utterances.append(Utterance(source, waveform.shape[0] / sample_rate, ""))
+        recognizer, labels, kept = self_adapt(loaded, utterances, waveforms, augment, config, progress)
     confidences = [labels[i].confidence for i in kept]
     report = SelfAdaptationReport(
         recordings=len(waveforms),

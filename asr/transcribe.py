@@ -125,11 +125,17 @@ class FileTranscriber:
         chunk_seconds: float = CHUNK_SECONDS,
         context_seconds: float = CONTEXT_SECONDS,
         precision: str = "float32",
+        trim_edges: bool = True,
     ) -> None:
         if chunk_seconds <= 0 or context_seconds < 0:
             raise SpeechpruneError(f"chunk_seconds {chunk_seconds} must be > 0, context_seconds >= 0")
         self.transcriber = Transcriber(
-            model_path, threads=threads, decoder=decoder, settings=settings, precision=precision
+            model_path,
+            threads=threads,
+            decoder=decoder,
+            settings=settings,
+            precision=precision,
+            trim_edges=trim_edges,
         )
         self.pieces = self.transcriber.pieces
         self.chunk_seconds, self.context_seconds = chunk_seconds, context_seconds

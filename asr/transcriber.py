@@ -21,6 +21,7 @@ import numpy as np
 
 from asr.audio import AudioSpans
 from asr.onnx_model import ExportedModel
+from asr.speech_span import speech_span
 from common.errors import SpeechpruneError
 from decoding.backends import BackendResult, DecoderSettings, make_decoder
 from decoding.search_stats import SearchStats
@@ -58,7 +59,10 @@ class Transcriber:
     encoder), or an already loaded model (:class:`asr.checkpoint.LoadedModel`). ``decoder`` is a backend
     name of :func:`decoding.backends.make_decoder` ("greedy" by default) built with ``settings``; the
     decoder runs utterance by utterance so that each one's decoder time is its own. ``threads`` is the
-    encoder's intra-op thread count (torch's or onnxruntime's).
+    encoder's intra-op thread count (torch's or onnxruntime's). With ``trim_edges`` (the default) a
+    waveform is cut to its speech plus a margin before encoding (:func:`asr.speech_span.speech_span`):
+    long silence before and after the speech, which training strings never have, costs the model a
+    multiple of its error rate.
     """
 
     def __init__(
@@ -68,7 +72,9 @@ class Transcriber:
         decoder: str = GREEDY,
         settings: DecoderSettings | None = None,
         precision: str = "float32",
+        trim_edges: bool = True,
     ) -> None:
+        self.trim_edges = trim_edges
         self.encoder: Encoder
         if isinstance(model, str | os.PathLike) and Path(model).is_dir():  # an export folder
             exported = ExportedModel(model, threads=threads or 1, precision=precision)
@@ -106,7 +112,8 @@ class Transcriber:
         ``context_seconds`` of audio either side that is encoded and then dropped, so that no output frame
         is near a chunk edge (the encoder is bidirectional: frames near an edge miss their context). The
         emissions (about 10 MB per hour) are decoded at once, so the transcript has no seams. Features
-        are normalized per chunk instead of per file, the one difference from whole-file encoding."""
+        are normalized per chunk instead of per file, the one difference from whole-file encoding; silence
+        is not trimmed (a long recording's pauses are inside it, not only at its ends)."""
         stride = self.encoder.frame_stride
         core = max(1, round(chunk_seconds * self.sample_rate / stride)) * stride
         context = round(context_seconds * self.sample_rate / stride) * stride
@@ -123,11 +130,20 @@ class Transcriber:
             pieces.append(log_probs[first:last])
         return self._transcript(self._decode(np.concatenate(pieces)), encoder_s * 1000)
 
-    def _transcript(self, result: BackendResult, encoder_ms: float) -> Transcript:
+    def _speech(self, waveform: np.ndarray) -> tuple[np.ndarray, int]:
+        """The part of ``waveform`` to encode and its first encoder frame in the whole waveform."""
+        if not self.trim_edges:
+            return waveform, 0
+        start, end = speech_span(waveform, self.sample_rate)
+        stride = self.encoder.frame_stride
+        start = start // stride * stride  # whole encoder frames, so token frames shift exactly
+        return waveform[start:end], start // stride
+
+    def _transcript(self, result: BackendResult, encoder_ms: float, first_frame: int = 0) -> Transcript:
         return Transcript(
             result.text,
             result.token_ids or [],
-            result.token_frames or [],
+            [first_frame + frame for frame in result.token_frames or []],
             encoder_ms,
             result.wall_time_s * 1000,
             None if self.decoder.name == GREEDY else result.score,
@@ -136,13 +152,15 @@ class Transcriber:
 
     def transcribe(self, waveforms: Sequence[Any]) -> list[Transcript]:
         """Transcripts of mono waveforms at the model's rate (numpy arrays or torch tensors), encoded as
-        one batch (its time shared out by length) and decoded one by one."""
-        arrays = [np.asarray(w, dtype=np.float32) for w in waveforms]
+        one batch (its time shared out by length) and decoded one by one; token frames count from the
+        start of each whole waveform."""
+        speech = [self._speech(np.asarray(w, dtype=np.float32)) for w in waveforms]
+        arrays = [waveform for waveform, _ in speech]
         started = time.perf_counter()
         emissions = self.encoder.encode(arrays)
         encoder_ms = (time.perf_counter() - started) * 1000
         total = sum(a.shape[0] for a in arrays) or 1
         return [
-            self._transcript(self._decode(e), encoder_ms * a.shape[0] / total)
-            for e, a in zip(emissions, arrays, strict=True)
+            self._transcript(self._decode(e), encoder_ms * a.shape[0] / total, first)
+            for e, a, (_, first) in zip(emissions, arrays, speech, strict=True)
         ]

@@ -176,7 +176,7 @@ def base_model(tiny_corpus, tmp_path_factory) -> Path:
     """A tiny trained model (one BiLSTM layer of 48 units) to prune."""
     from asr.training import train
 
-    return train(tiny_config(tiny_corpus, epochs=8), tmp_path_factory.mktemp("base"))
+    return train(tiny_config(tiny_corpus, epochs=16), tmp_path_factory.mktemp("base"))
 
 
 def prune_config(corpus: dict[str, Path], **prune_options) -> dict:

@@ -23,6 +23,7 @@ import torch
 
 from asr.augment import time_stretch
 from asr.data.fsdd import DIGIT_WORDS, Recording
+from asr.speech_span import loud_span
 
 STRETCH_FFT = 256  # 32 ms at 8 kHz: the vocoder's window; shorter words are left alone
 
@@ -145,13 +146,8 @@ def plan_split(
 
 def trim_to_speech(word: np.ndarray, sample_rate: int, trim_db: float) -> np.ndarray:
     """The part of ``word`` whose 10 ms frames are within ``trim_db`` of its loudest frame."""
-    frame = max(1, sample_rate // 100)
-    frames = word[: len(word) // frame * frame].reshape(-1, frame)
-    if frames.shape[0] == 0:
-        return word
-    energy_db = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-12)
-    loud = np.flatnonzero(energy_db >= energy_db.max() - trim_db)
-    return word[loud[0] * frame : (loud[-1] + 1) * frame]
+    start, end = loud_span(word, sample_rate, trim_db, above_floor_db=None)
+    return word[start:end]
 
 
 def speed_up(word: np.ndarray, tempo: float) -> np.ndarray:

@@ -91,23 +91,23 @@ class ConvSubsampling(nn.Module):
         return [layer for layer in self.layers if isinstance(layer, nn.Conv2d)]
 
     def conv_outputs(
-        self, features: torch.Tensor, lengths: torch.Tensor
+        self, features: torch.Tensor, lengths: torch.Tensor, mask_padding: bool = True
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Each conv layer's activation (batch, channels, frames, freq) and its valid frame counts, for
         ``features`` (batch, frames, input_dim) with valid ``lengths``.
 
-        In a batch, frames past an utterance's end are set to zero after every layer: the next conv's
-        kernel reaches one frame past the end, and there it must see the zeros a lone utterance is padded
-        with, not the activation of the padding (ReLU of the bias), or an utterance's emissions would
-        depend on what it is batched with. A lone utterance has no padding, so batch size 1 (what a device
-        runs, and the ONNX export) computes no mask.
+        With ``mask_padding``, frames past an utterance's end in a batch are set to zero after every
+        layer: the next conv's kernel reaches one frame past the end, and there it must see the zeros a
+        lone utterance is padded with, not the activation of the padding (ReLU of the bias), or an
+        utterance's emissions would depend on what it is batched with. A lone utterance has no padding,
+        so batch size 1 (what a device runs, and the ONNX export) computes no mask.
         """
         hidden = features.unsqueeze(1)
         layers = list(self.layers)
         for conv, activation in zip(layers[::2], layers[1::2], strict=True):
             hidden = activation(conv(hidden))
             lengths = conv_output_length(lengths)
-            if hidden.shape[0] > 1:
+            if mask_padding and hidden.shape[0] > 1:
                 valid = valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None]
                 hidden = hidden * valid.to(hidden.dtype)
             yield hidden, lengths
@@ -115,7 +115,9 @@ class ConvSubsampling(nn.Module):
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.convs:
             return features, lengths
-        *_, (hidden, lengths) = self.conv_outputs(features, lengths)
+        # Training keeps the padding's activation, as every model of the recipe was trained: masking it
+        # in training too was not shown to be neutral (two leave-one-speaker-out folds, docs/new_voices.md).
+        *_, (hidden, lengths) = self.conv_outputs(features, lengths, mask_padding=not self.training)
         batch, channels, frames, freq = hidden.shape
         return hidden.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq), lengths
 

@@ -10,6 +10,7 @@ from asr.transcribe import CHUNK_SECONDS
 from decoding.backends import DecoderSettings
 from speechprune.cli.options import (
     add_decoder_options,
+    add_no_trim_option,
     decoder_settings,
     output_dir,
     output_file,
@@ -44,14 +45,22 @@ def _transcribe(args: argparse.Namespace) -> int:
             threads=args.threads,
             chunk_seconds=args.chunk_seconds,
             precision=args.precision,
+            trim_edges=not args.no_trim,
         )
 
     transcriber = transcriber_of(args.model)  # model and decoder settings checked before any work
     if args.self_adapt is not None:
         from asr.augment import AugmentConfig
-        from asr.self_adaptation import self_adapt_model_file
+        from asr.self_adaptation import SelfAdaptationConfig, self_adapt_model_file
 
-        report = self_adapt_model_file(args.model, paths, args.self_adapt, AugmentConfig(), progress=True)
+        report = self_adapt_model_file(
+            args.model,
+            paths,
+            args.self_adapt,
+            AugmentConfig(),
+            SelfAdaptationConfig(trim_edges=not args.no_trim),
+            progress=True,
+        )
         print(
             f"speechprune transcribe: {args.self_adapt}: adapted to these recordings (fine-tuned on "
             f"{report.kept} of the model's {report.recordings - report.too_long} transcripts)",
@@ -187,6 +196,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help=f"files longer than twice this are encoded this many seconds at a time, in bounded memory "
         f"(default: {CHUNK_SECONDS:g})",
     )
+    add_no_trim_option(transcribe)
     transcribe.add_argument(
         "--self-adapt",
         type=output_file,

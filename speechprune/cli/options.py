@@ -116,6 +116,16 @@ def add_config_options(
     )
 
 
+def add_no_trim_option(parser: argparse.ArgumentParser) -> None:
+    """``--no-trim``: encode whole recordings; by default silence before and after the speech is cut."""
+    parser.add_argument(
+        "--no-trim",
+        action="store_true",
+        help="encode each whole recording; by default silence before and after the speech is cut to a "
+        "quarter second (long leading or trailing silence costs the digits model several times its WER)",
+    )
+
+
 def add_decoder_options(parser: argparse.ArgumentParser, default_decoder: str = "greedy") -> None:
     """The decoder backend and every :class:`DecoderSettings` knob a user sets from the command line."""
     parser.add_argument(

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from speechprune.cli.options import (
     add_config_options,
+    add_no_trim_option,
     output_dir,
     output_file,
     positive_float,
@@ -60,7 +61,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     status = 0
     for manifest in args.manifests:
         result = evaluate_manifest(
-            args.model, manifest, args.out, threads=args.threads, batch_size=args.batch_size
+            args.model,
+            manifest,
+            args.out,
+            threads=args.threads,
+            batch_size=args.batch_size,
+            trim_edges=not args.no_trim,
         )
         summary = result.summary
         for problem in summary["bad_files"]:
@@ -120,7 +126,9 @@ def _self_adapt(args: argparse.Namespace) -> int:
     if args.config is not None:
         augment = build_section(load_config(args.config, []), "augment", AugmentConfig)
     given = {"keep_fraction": args.keep, "epochs": args.epochs, "rounds": args.rounds, "lr": args.lr}
-    config = SelfAdaptationConfig(**{name: value for name, value in given.items() if value is not None})
+    config = SelfAdaptationConfig(
+        **{name: value for name, value in given.items() if value is not None}, trim_edges=not args.no_trim
+    )
     torch.set_num_threads(args.threads)
     report = self_adapt_model_file(args.model, recordings, args.out, augment, config, progress=True)
     for path, reason in report.bad_files:
@@ -210,6 +218,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         default=1,
         help="utterances per forward pass; 1 gives per-utterance latency (default: 1)",
     )
+    add_no_trim_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     adapt = commands.add_parser(
@@ -261,4 +270,5 @@ def register(commands: argparse._SubParsersAction) -> None:
         "augmentation, which is AugmentConfig's defaults)",
     )
     self_adapt.add_argument("--threads", type=positive_int, default=1, help="CPU threads (default: 1)")
+    add_no_trim_option(self_adapt)
     self_adapt.set_defaults(handler=_self_adapt)
