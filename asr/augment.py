@@ -1,4 +1,5 @@
-"""Training-only augmentation: speed, pitch, room, noise, channel on waveforms; VTLP, SpecAugment on spectra.
+"""Training-only augmentation: speed, pitch, room, edge silence, noise, channel on waveforms; VTLP and
+SpecAugment on spectra.
 
 Six speakers reading digits into one setup is thin data for new voices and microphones, so augmentation
 widens voice (pitch, vocal-tract length), tempo, room (simulated reverberation) and channel (band limits,
@@ -28,6 +29,10 @@ class AugmentConfig:
     speed_factors: tuple[float, ...] = (0.9, 1.0, 1.1)
     pitch_ratios: tuple[str, ...] = ("9/10", "19/20", "21/20", "11/10")
     pitch_prob: float = 0.3
+    # Silence before and after the speech, drawn for each end (before the noise, which then covers it): a
+    # user's recording carries more of it than the corpus strings' 0.02-0.3 s (docs/new_voices.md).
+    edge_prob: float = 0.0
+    edge_seconds: tuple[float, float] = (0.0, 0.6)
     noise_prob: float = 0.5
     noise_snr_db: tuple[float, float] = (8.0, 35.0)
     reverb_prob: float = 0.0
@@ -146,6 +151,9 @@ class WaveformAugmenter:
             waveform = pitch_shift(waveform, _choice(self.pitch_ratios))
         if self.rooms and torch.rand(()) < config.reverb_prob:
             waveform = reverberate(waveform, _choice(self.rooms))
+        if config.edge_prob > 0 and torch.rand(()) < config.edge_prob:  # no draw when off: same stream
+            lead, trail = (round(_uniform(*config.edge_seconds) * self.sample_rate) for _ in range(2))
+            waveform = torch.nn.functional.pad(waveform, (lead, trail))
         if torch.rand(()) < config.noise_prob:
             waveform = add_noise(waveform, _uniform(*config.noise_snr_db))
         if torch.rand(()) < config.channel_prob:

@@ -136,3 +136,18 @@ def test_training_runs_with_vtlp_off_or_wide(vtlp_range, tmp_path):
     trainer = fit_tiny(module, tiny_batches(tokenizer, 2), tmp_path, max_epochs=1)
     assert trainer.global_step == 2
     assert any(not torch.equal(before[name], weight) for name, weight in module.state_dict().items())
+
+
+def test_edge_silence_pads_both_ends_within_the_range_and_is_off_by_default():
+    from asr.augment import AugmentConfig, WaveformAugmenter
+
+    waveform = torch.randn(4000) * 0.1
+    quiet = dict(speed_factors=(), pitch_prob=0.0, noise_prob=0.0)
+    augment = WaveformAugmenter(AugmentConfig(edge_prob=1.0, edge_seconds=(0.1, 0.5), **quiet), 8000)
+    for _ in range(5):
+        padded = augment(waveform)
+        nonzero = torch.nonzero(padded).flatten()
+        lead, trail = int(nonzero[0]), len(padded) - int(nonzero[-1]) - 1
+        assert 800 <= lead <= 4000 and 800 <= trail <= 4000
+        assert torch.equal(padded[lead : lead + len(waveform)], waveform)
+    assert torch.equal(WaveformAugmenter(AugmentConfig(**quiet), 8000)(waveform), waveform)  # off by default
