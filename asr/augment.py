@@ -51,6 +51,14 @@ class AugmentConfig:
     time_mask_width: int = 12
     time_mask_max_ratio: float = 0.1
 
+    def __post_init__(self) -> None:
+        low, high = self.edge_seconds
+        if not (0.0 <= self.edge_prob <= 1.0 and 0.0 <= low <= high):
+            raise ValueError(
+                f"augment.edge_prob must lie in [0, 1] and augment.edge_seconds be [low, high] with "
+                f"0 <= low <= high, got {self.edge_prob} and {list(self.edge_seconds)}"
+            )
+
 
 def _uniform(low: float, high: float) -> float:
     return float(torch.empty(()).uniform_(low, high))

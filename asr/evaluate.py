@@ -134,6 +134,7 @@ def _summary(model_path, manifest_path, transcriber, rows, totals, bad_files, th
         "decoder": "greedy",
         "threads": threads,
         "batch_size": batch_size,
+        "trim_edges": transcriber.trim_edges,  # the real-time factor divides by the whole audio either way
         "parameters": transcriber.encoder.parameters,
         "sample_rate": transcriber.sample_rate,
         "frequent_errors": frequent_errors([r["reference"] for r in rows], [r["hypothesis"] for r in rows]),

@@ -25,9 +25,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import lightning as L
+import soundfile
 import torch
 
-from asr.audio import load_audio, write_wav
+from asr.audio import load_audio
 from asr.augment import AugmentConfig
 from asr.checkpoint import LoadedModel, load_model, save_model
 from asr.data.datamodule import DataConfig, SpeechDataModule
@@ -54,7 +55,8 @@ class SelfAdaptationConfig:
     the adapted model transcribes them like any other): a long recording's transcript is one long target
     that a single error anywhere makes wrong. ``min_recordings`` counts the short ones. ``trim_edges``
     transcribes and fine-tunes on each recording's speech with silence before and after it cut, as
-    ``transcribe`` (:class:`asr.transcriber.Transcriber`) then reads it.
+    ``transcribe`` (:class:`asr.transcriber.Transcriber`) then reads it; ``max_seconds`` then counts
+    what is left after the cut.
     """
 
     keep_fraction: float = 0.7
@@ -111,8 +113,7 @@ def pseudo_labels(
     wrong and a mean over many sure frames would hide it. A transcript with no unit has confidence 0.
     """
     labels = []
-    # one recording at a time, as a device and `evaluate` hear them: batched, the conv front end sees the
-    # padding after a shorter recording and its outputs move (asr.inference.encode_batched)
+    # one recording at a time, as a device and `evaluate` hear them
     for emissions in encode_each(recognizer.eval(), waveforms):
         frames = emissions.shape[0]
         [(units, starts)] = greedy_decode_with_timesteps(
@@ -264,8 +265,10 @@ def self_adapt_model_file(
             if config.trim_edges:
                 start, end = speech_span(waveform.numpy(), sample_rate)
                 waveform = waveform[start:end]
-                source = str(Path(scratch) / f"{index:06d}.wav")
-                write_wav(source, waveform, sample_rate)
+                if waveform.shape[0] <= config.max_seconds * sample_rate:  # longer ones are not trained on
+                    source = str(Path(scratch) / f"{index:06d}.wav")
+                    # float samples: what the pseudo-label is transcribed from, not clipped or requantized
+                    soundfile.write(source, waveform.numpy(), sample_rate, subtype="FLOAT")
             waveforms.append(waveform)
             utterances.append(Utterance(source, waveform.shape[0] / sample_rate, ""))
         recognizer, labels, kept = self_adapt(loaded, utterances, waveforms, augment, config, progress)

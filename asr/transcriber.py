@@ -136,7 +136,10 @@ class Transcriber:
             return waveform, 0
         start, end = speech_span(waveform, self.sample_rate)
         stride = self.encoder.frame_stride
-        start = start // stride * stride  # whole encoder frames, so token frames shift exactly
+        # whole encoder frames, so token frames shift exactly; rounded up, so no digital silence the
+        # span left out comes back (down when up would leave nothing)
+        rounded = -(-start // stride) * stride
+        start = rounded if rounded < end else start // stride * stride
         return waveform[start:end], start // stride
 
     def _transcript(self, result: BackendResult, encoder_ms: float, first_frame: int = 0) -> Transcript:

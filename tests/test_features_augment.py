@@ -151,3 +151,20 @@ def test_edge_silence_pads_both_ends_within_the_range_and_is_off_by_default():
         assert 800 <= lead <= 4000 and 800 <= trail <= 4000
         assert torch.equal(padded[lead : lead + len(waveform)], waveform)
     assert torch.equal(WaveformAugmenter(AugmentConfig(**quiet), 8000)(waveform), waveform)  # off by default
+
+
+def test_edge_silence_off_draws_no_random_number(monkeypatch):
+    """Off (the recipe's default), the training draws are the ones every recipe model was trained with."""
+    from asr import augment as augment_module
+
+    draws = []
+    real_rand = torch.rand
+    monkeypatch.setattr(augment_module.torch, "rand", lambda *a, **k: draws.append(1) or real_rand(*a, **k))
+    quiet = dict(speed_factors=(), pitch_prob=0.0, noise_prob=0.0)
+    waveform = torch.randn(4000) * 0.1
+    counts = []
+    for edge_prob in (0.0, 1.0):
+        draws.clear()
+        WaveformAugmenter(AugmentConfig(edge_prob=edge_prob, **quiet), 8000)(waveform)
+        counts.append(len(draws))
+    assert counts[1] == counts[0] + 1

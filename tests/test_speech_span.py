@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -75,7 +77,7 @@ def test_transcription_encodes_the_speech_and_keeps_token_times_in_the_whole_rec
     waveform, first, _ = _recorded(1.5, 2.0, 30.0)
     (transcript,) = transcriber.transcribe([waveform])
     start, end = speech_span(waveform, SAMPLE_RATE)
-    start = start // encoder.frame_stride * encoder.frame_stride
+    start = -(-start // encoder.frame_stride) * encoder.frame_stride  # whole frames, within the span
     if trim:
         assert encoder.lengths == [end - start] and end - start < len(waveform) - 2.5 * SAMPLE_RATE
         assert transcript.token_frames == [start // encoder.frame_stride + 5]
@@ -83,3 +85,13 @@ def test_transcription_encodes_the_speech_and_keeps_token_times_in_the_whole_rec
         assert encoder.lengths == [len(waveform)]
         assert transcript.token_frames == [5]
     assert transcript.token_ids == [2]
+
+
+def test_evaluate_trims_by_default_and_records_it(base_model, tiny_corpus, tmp_path):
+    from speechprune.cli import main
+
+    for flags, trimmed in (([], True), (["--no-trim"], False)):
+        out = tmp_path / str(trimmed)
+        assert main(["evaluate", str(base_model), str(tiny_corpus["test"]), "--out", str(out), *flags]) == 0
+        summary = json.loads((out / f"{tiny_corpus['test'].stem}.summary.json").read_text())
+        assert summary["trim_edges"] is trimmed

@@ -103,6 +103,8 @@ class ConvSubsampling(nn.Module):
         so batch size 1 (what a device runs, and the ONNX export) computes no mask.
         """
         hidden = features.unsqueeze(1)
+        if mask_padding and hidden.shape[0] > 1:  # padding holds zeros only with per-utterance normalization
+            hidden = hidden * valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None].to(hidden.dtype)
         layers = list(self.layers)
         for conv, activation in zip(layers[::2], layers[1::2], strict=True):
             hidden = activation(conv(hidden))

@@ -24,6 +24,7 @@ WER per fold, condition and trimming, and the means over the folds.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import statistics
 import sys
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asr import speech_span
 from asr.inference import load_evaluation_audio
 from asr.metrics import error_counts
 from asr.transcriber import Transcriber
@@ -62,6 +64,10 @@ def conditions(edge_seconds: float, snr_db: float, sample_rate: int) -> dict[str
     }
 
 
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def fold_wer(
     fold: Path, model: str, split: str, edge_seconds: float, snr_db: float, limit: int | None
 ) -> list[dict]:
@@ -71,7 +77,20 @@ def fold_wer(
     tag = "" if model == "model.pt" else "_" + "_".join(Path(model).with_suffix("").parts)
     cache = fold / "eval" / f"conditions{tag}_{split}_{edge_seconds:g}s_{snr_db:g}dB.json"
     manifest = json.loads((fold / "eval" / SPLITS[split]).read_text())["manifest"]
-    settings = {"model": str((fold / model).resolve()), "manifest": manifest, "limit": limit}
+    # what the rows depend on: a retrained fold, an edited manifest or other cut settings measure anew
+    settings = {
+        "model": str((fold / model).resolve()),
+        "model_sha256": _sha256(fold / model),
+        "manifest": manifest,
+        "manifest_sha256": _sha256(Path(manifest)),
+        "limit": limit,
+        "cut": {
+            "below_peak_db": speech_span.BELOW_PEAK_DB,
+            "above_floor_db": speech_span.ABOVE_FLOOR_DB,
+            "speech_range_db": speech_span.SPEECH_RANGE_DB,
+            "margin_seconds": speech_span.MARGIN_SECONDS,
+        },
+    }
     if cache.is_file():
         kept = json.loads(cache.read_text())
         if kept["settings"] == settings:
