@@ -17,9 +17,13 @@ SPEECH_RANGE_DB = 20.0  # ... but one within this of the loudest always is (a re
 MARGIN_SECONDS = 0.25  # kept either side of the speech: about the most silence a training string has
 
 
+def _frame_samples(sample_rate: int) -> int:
+    return max(1, sample_rate // 100)  # 10 ms
+
+
 def frame_energy_db(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
     """Energy of each whole 10 ms frame of ``waveform`` in dB (a trailing partial frame is left out)."""
-    frame = max(1, sample_rate // 100)
+    frame = _frame_samples(sample_rate)
     frames = waveform[: len(waveform) // frame * frame].reshape(-1, frame).astype(np.float64)
     return 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
 
@@ -47,7 +51,7 @@ def loud_span(
         floor = float(np.percentile(energy, 10))
         threshold = min(max(threshold, floor + above_floor_db), peak - min(SPEECH_RANGE_DB, below_peak_db))
     loud = np.flatnonzero(energy >= threshold)
-    frame = max(1, sample_rate // 100)
+    frame = _frame_samples(sample_rate)
     return int(loud[0]) * frame, (int(loud[-1]) + 1) * frame
 
 

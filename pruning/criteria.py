@@ -105,8 +105,7 @@ class EnergyCriterion(Criterion):
 
     For an LSTM unit the feature map is its output over (utterance, frame) of the calibration batch; for a
     conv channel, per utterance its (frame, frequency) map (its own frames; padding is zero), nuclear
-    norms averaged over utterances. A
-    unit whose output is constant zero scores 0.
+    norms averaged over utterances. A unit whose output is constant zero scores 0.
     """
 
     name = "energy"
@@ -117,9 +116,11 @@ class EnergyCriterion(Criterion):
         if context.features is None or context.lengths is None:
             raise SpeechpruneError("the energy criterion needs a calibration batch")
         result: Scores = {}
-        for i, (hidden, _) in enumerate(encoder.frontend.conv_outputs(context.features, context.lengths)):
+        features, lengths = context.features, context.lengths  # the LSTMs' input when there is no conv
+        for i, (hidden, conv_lengths) in enumerate(encoder.frontend.conv_outputs(features, context.lengths)):
             result[f"conv.{i}"] = torch.linalg.matrix_norm(hidden, ord="nuc").mean(dim=0)[None]
-        features, lengths = encoder.frontend(context.features, context.lengths)
+            # the convs run once: the last one's output feeds the LSTMs
+            features, lengths = encoder.frontend.flatten(hidden), conv_lengths
         lengths = lengths.clamp(min=1, max=features.shape[1])
         mask = valid_frame_mask(lengths, features.shape[1]).to(features.dtype)
         directions = encoder.config.directions

@@ -102,17 +102,27 @@ class ConvSubsampling(nn.Module):
         utterance's emissions would depend on what it is batched with. A lone utterance has no padding,
         so batch size 1 (what a device runs, and the ONNX export) computes no mask.
         """
-        hidden = features.unsqueeze(1)
-        if mask_padding and hidden.shape[0] > 1:  # padding holds zeros only with per-utterance normalization
-            hidden = hidden * valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None].to(hidden.dtype)
+        masked = mask_padding and features.shape[0] > 1
+
+        def zero_padding(hidden: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+            if not masked:
+                return hidden
+            return hidden * valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None].to(hidden.dtype)
+
+        # the input's padding is zero already with per-utterance normalization, not without it
+        hidden = zero_padding(features.unsqueeze(1), lengths)
         layers = list(self.layers)
         for conv, activation in zip(layers[::2], layers[1::2], strict=True):
-            hidden = activation(conv(hidden))
             lengths = conv_output_length(lengths)
-            if mask_padding and hidden.shape[0] > 1:
-                valid = valid_frame_mask(lengths, hidden.shape[2])[:, None, :, None]
-                hidden = hidden * valid.to(hidden.dtype)
+            hidden = zero_padding(activation(conv(hidden)), lengths)
             yield hidden, lengths
+
+    @staticmethod
+    def flatten(hidden: torch.Tensor) -> torch.Tensor:
+        """The last conv's activation (batch, channels, frames, freq) as LSTM input (batch, frames,
+        channels x freq, channel-major)."""
+        batch, channels, frames, freq = hidden.shape
+        return hidden.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq)
 
     def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if not self.convs:
@@ -120,8 +130,7 @@ class ConvSubsampling(nn.Module):
         # Training keeps the padding's activation, as every model of the recipe was trained: masking it
         # in training too was not shown to be neutral (two leave-one-speaker-out folds, docs/new_voices.md).
         *_, (hidden, lengths) = self.conv_outputs(features, lengths, mask_padding=not self.training)
-        batch, channels, frames, freq = hidden.shape
-        return hidden.permute(0, 2, 1, 3).reshape(batch, frames, channels * freq), lengths
+        return self.flatten(hidden), lengths
 
 
 class LSTMCTCEncoder(nn.Module):
